@@ -1,0 +1,111 @@
+"""Where computations run, and how to make them repeatable.
+
+Every chapter starts with the same two lines::
+
+    dev = ad_lib.device(verbose=True)   # CUDA, else Apple MPS, else CPU
+    ad_lib.seed_everything(0)           # Python, NumPy and PyTorch generators
+
+The choice of device can be forced with the environment variable
+``AD_LIB_DEVICE`` (for instance ``AD_LIB_DEVICE=cpu`` to compare timings, or
+``AD_LIB_DEVICE=cuda:1`` to pick a second GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_ENV_VAR = "AD_LIB_DEVICE"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def device(verbose: bool = False) -> torch.device:
+    """The device the book computes on: CUDA, then Apple MPS, then CPU.
+
+    The environment variable ``AD_LIB_DEVICE`` overrides the choice; it takes
+    any string ``torch.device`` accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+    ``"mps"``). A device that is asked for but absent is an error, not a
+    silent fall-back to the CPU.
+
+    Parameters
+    ----------
+    verbose:
+        print one line saying which device was picked and why.
+
+    Returns
+    -------
+    torch.device
+
+    Used by every chapter's set-up cell (see the preface, "Running the book").
+    """
+    requested = os.environ.get(DEVICE_ENV_VAR, "").strip()
+    if requested:
+        try:
+            chosen = torch.device(requested)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"{DEVICE_ENV_VAR}={requested!r} is not a device name; "
+                "expected something like 'cpu', 'cuda', 'cuda:0' or 'mps'"
+            ) from err
+        if chosen.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"{DEVICE_ENV_VAR}={requested!r} asks for CUDA, but this "
+                    "PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)"
+                )
+            if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+                raise RuntimeError(
+                    f"{DEVICE_ENV_VAR}={requested!r} asks for GPU {chosen.index}, but "
+                    f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+                )
+        elif chosen.type == "mps" and not _mps_available():
+            raise RuntimeError(
+                f"{DEVICE_ENV_VAR}={requested!r} asks for Apple MPS, which is not available here"
+            )
+        reason = f"set by {DEVICE_ENV_VAR}"
+    elif torch.cuda.is_available():
+        chosen = torch.device("cuda")
+        reason = f"CUDA GPU found: {torch.cuda.get_device_name(0)}"
+    elif _mps_available():
+        chosen = torch.device("mps")
+        reason = "Apple MPS found"
+    else:
+        chosen = torch.device("cpu")
+        reason = "no GPU found"
+    if verbose:
+        print(f"ad_lib: computing on {chosen} ({reason}; set {DEVICE_ENV_VAR} to override)")
+    return chosen
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and PyTorch's (CPU and all GPUs) generators at once.
+
+    Parameters
+    ----------
+    seed:
+        a non-negative integer.
+
+    Returns
+    -------
+    torch.Generator
+        a fresh CPU generator seeded with ``seed``, for code that prefers to
+        pass a generator explicitly rather than rely on the global one.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
