@@ -563,7 +563,8 @@ class GradientCheck:
         return (
             f"gradient check {verdict}: worst relative error {self.max_relative_error:.3g}; "
             f"furthest from passing at index {i}: claimed {self.claimed[i].item():.12g}, "
-            f"{self.method} differences {self.reference[i].item():.12g} (rtol {self.rtol:g}, atol {self.atol:g})"
+            f"{'central differences' if self.method == 'central' else 'complex step'} "
+            f"{self.reference[i].item():.12g} (rtol {self.rtol:g}, atol {self.atol:g})"
         )
 
 

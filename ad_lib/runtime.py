@@ -109,3 +109,32 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def time_call(fn, *, repeat: int = 5, warmup: int = 1) -> float:
+    """The best wall-clock time of ``fn()`` over ``repeat`` runs, in seconds.
+
+    ``warmup`` calls run first and are not timed (they pay for caches, lazy
+    initialisation and CUDA kernel loading). When CUDA is available the GPU is
+    synchronized before and after each run, so that asynchronous kernels are
+    counted. The best time, not the mean, is the least disturbed by other work
+    on the machine. Chapters use it to compare costs side by side, as ratios.
+    """
+    import time
+
+    if not callable(fn):
+        raise TypeError(f"fn must be a callable taking no arguments, got {type(fn).__name__}")
+    for name, value, least in (("repeat", repeat, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -58,3 +58,15 @@ def test_seed_everything_makes_every_generator_repeatable():
 def test_seed_everything_rejects_bad_seeds(bad, error):
     with pytest.raises(error, match="seed"):
         ad_lib.seed_everything(bad)
+
+
+def test_time_call_returns_the_best_of_several_runs():
+    calls = []
+    best = ad_lib.time_call(lambda: calls.append(1), repeat=3, warmup=2)
+    assert len(calls) == 5 and 0 <= best < 1
+
+
+@pytest.mark.parametrize("kwargs", [{"repeat": 0}, {"warmup": -1}, {"repeat": 1.5}])
+def test_time_call_rejects_bad_counts(kwargs):
+    with pytest.raises(ValueError, match="repeat|warmup"):
+        ad_lib.time_call(lambda: None, **kwargs)
