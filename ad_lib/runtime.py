@@ -2,8 +2,8 @@
 
 Every chapter starts with the same two lines::
 
-    dev = ad_lib.device(verbose=True)   # CUDA, else Apple MPS, else CPU
     ad_lib.seed_everything(0)           # Python, NumPy and PyTorch generators
+    dev = ad_lib.device(verbose=True)   # CUDA, else Apple MPS, else CPU
 
 The choice of device can be forced with the environment variable
 ``AD_LIB_DEVICE`` (for instance ``AD_LIB_DEVICE=cpu`` to compare timings, or
