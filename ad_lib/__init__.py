@@ -9,8 +9,9 @@ and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses.
 """
 
+from ad_lib import finite_diff
 from ad_lib.runtime import device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "device", "seed_everything", "time_call"]
+__all__ = ["__version__", "device", "finite_diff", "seed_everything", "time_call"]

@@ -50,3 +50,16 @@ def test_every_chapter_is_in_the_table_of_contents_and_back():
 def test_each_chapter_imports_its_library_and_picks_a_device(path):
     source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
     assert "ad_lib" in source and "ad_lib.device(" in source
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_each_chapter_has_an_assignment_and_links_to_it(path):
+    number, slug = path.stem.split("_", 1)
+    assert (ROOT / "exercises" / "source" / path.stem / f"{path.stem}.ipynb").exists(), f"no assignment for {path.name}"
+    assert f"{{ref}}`assignment-{number}`" in path.read_text(), f"{path.name} does not link to its assignment"
+    assert f"(assignment-{number})=" in (ROOT / "assignments.md").read_text()
+
+
+def test_every_assignment_belongs_to_a_chapter():
+    for notebook in ASSIGNMENTS:
+        assert (ROOT / "chapters" / f"{notebook.stem}.ipynb").exists(), f"{notebook} has no chapter"
