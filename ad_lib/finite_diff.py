@@ -2,7 +2,7 @@
 
 For a function ``f: R^p -> R`` the gradient is the vector of the p partial
 derivatives, and each of them can be approximated by a difference quotient
-along one coordinate direction ``e_i`` (chapter 1, eqs. (1.1)-(1.3)):
+along one coordinate direction ``e_i`` (chapter 1):
 
 =============  ===========================================  ===============  ===========
 method         quotient for df/dx_i                         evaluations      error
@@ -190,7 +190,8 @@ def _steps(x: torch.Tensor, h: Step, method: Method) -> torch.Tensor:
             raise ValueError(f"h = {h} underflows to 0 in {x.dtype}; use a larger step for the complex step")
     if method != "complex":
         # Use the step that the floating-point numbers actually take: x + h is
-        # rounded, so the true distance between the two points is (x + h) - x.
+        # rounded, so the true distance between x and x + h is (x + h) - x
+        # (central differences divide by the distance between x + h and x - h).
         steps = (x + steps) - x
         if not bool((steps > 0).all()):
             where = tuple(int(i) for i in torch.nonzero(steps <= 0)[0])
@@ -208,11 +209,17 @@ def _steps(x: torch.Tensor, h: Step, method: Method) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _as_output(out, where: str) -> torch.Tensor:
+def _as_output(out, where: str, like: torch.Tensor) -> torch.Tensor:
+    """f's output as a tensor; a Python number takes the dtype and device of the points ``like``."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (int, float, complex)) and not isinstance(out, bool):
-        return torch.as_tensor(out)
+        if like.is_complex() and not isinstance(out, complex):
+            raise ValueError(
+                "f returned a real Python number for a complex input: the complex step needs f to return "
+                "the complex result (a tensor, or a Python complex)"
+            )
+        return torch.as_tensor(out, dtype=like.dtype, device=like.device)
     raise TypeError(f"f must return a torch.Tensor or a number, but returned {type(out).__name__} at {where}")
 
 
@@ -229,7 +236,7 @@ def _evaluate_rows(f, rows: torch.Tensor, x_shape, batched: bool, scalar_output:
     n = rows.shape[0]
     points = rows.reshape(n, *x_shape)
     if batched:
-        out = _as_output(f(points), "a batch of points")
+        out = _as_output(f(points), "a batch of points", points)
         if out.dim() == 0 or out.shape[0] != n:
             raise ValueError(
                 f"f is marked as accepting a batch, so f(X) with X of shape {tuple(points.shape)} must return "
@@ -243,7 +250,7 @@ def _evaluate_rows(f, rows: torch.Tensor, x_shape, batched: bool, scalar_output:
         return out.reshape(n) if scalar_output else out
     outs = []
     for i in range(n):
-        out = _as_output(f(points[i]), "one point")
+        out = _as_output(f(points[i]), "one point", points)
         if scalar_output and out.numel() != 1:
             raise ValueError(
                 f"f must return a scalar to take a gradient, but returned a tensor of shape {tuple(out.shape)}; "
@@ -283,7 +290,9 @@ def _difference_quotients(
         coordinate, sign = coords, torch.ones_like(coords)
     base = flat_x.to(_complex_dtype(x.dtype)) if method == "complex" else flat_x
     n_rows = coordinate.numel()
-    chunk = n_rows if (chunk_size is None or not batched) else chunk_size
+    # The perturbed points are built a chunk at a time, so that memory stays
+    # linear in p for a looped f (and bounded by chunk_size for a batched one).
+    chunk = chunk_size if chunk_size is not None else (n_rows if batched else 256)
 
     values = []
     for start in range(0, n_rows, chunk):
@@ -314,7 +323,8 @@ def _difference_quotients(
     if method == "forward":
         return (F[1:] - F[:1]) / flat_h.reshape(shape)
     if method == "central":
-        return (F[:p] - F[p:]) / (2 * flat_h.reshape(shape))
+        span = (flat_x + flat_h) - (flat_x - flat_h)  # the exact distance between the two points
+        return (F[:p] - F[p:]) / span.reshape(shape)
     return F.imag / flat_h.reshape(shape)
 
 
@@ -338,8 +348,10 @@ _GRADIENT_DOC = """
     batched:
         override ``f``'s ``accepts_batch`` mark.
     chunk_size:
-        with a batched ``f``, evaluate at most this many points per call
-        (bounds the memory of the stacked points, which is quadratic in p).
+        with a batched ``f``, evaluate at most this many points per call: the
+        stacked points take ``chunk_size * p`` numbers (all ``p + 1`` or ``2p``
+        rows at once by default, quadratic in p). A looped ``f`` builds its
+        points 256 at a time.
 
     Returns
     -------
@@ -351,7 +363,7 @@ _GRADIENT_DOC = """
 def forward_difference(f, x: torch.Tensor, h: Step = None, *, batched=None, chunk_size=None) -> torch.Tensor:
     """Gradient of ``f`` at ``x`` by forward differences: p + 1 evaluations, error O(h).
 
-    ``df/dx_i ~ (f(x + h e_i) - f(x)) / h`` (chapter 1, eq. (1.1)).
+    ``df/dx_i ~ (f(x + h e_i) - f(x)) / h`` (chapter 1, section "The gradient, one coordinate at a time").
     """
     return _difference_quotients(f, x, h, "forward", batched, chunk_size, True).reshape(x.shape)
 
@@ -359,7 +371,7 @@ def forward_difference(f, x: torch.Tensor, h: Step = None, *, batched=None, chun
 def central_difference(f, x: torch.Tensor, h: Step = None, *, batched=None, chunk_size=None) -> torch.Tensor:
     """Gradient of ``f`` at ``x`` by central differences: 2p evaluations, error O(h^2).
 
-    ``df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / (2h)`` (chapter 1, eq. (1.2)).
+    ``df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / (2h)`` (chapter 1, same section).
     """
     return _difference_quotients(f, x, h, "central", batched, chunk_size, True).reshape(x.shape)
 
@@ -367,7 +379,7 @@ def central_difference(f, x: torch.Tensor, h: Step = None, *, batched=None, chun
 def complex_step(f, x: torch.Tensor, h: float = 1e-20, *, batched=None, chunk_size=None) -> torch.Tensor:
     """Gradient of ``f`` at ``x`` by the complex step: p complex evaluations, no cancellation.
 
-    ``df/dx_i ~ Im f(x + i h e_i) / h`` (chapter 1, eq. (1.5)). There is no
+    ``df/dx_i ~ Im f(x + i h e_i) / h`` (chapter 1, section "The complex step"). There is no
     subtraction, so ``h`` can be tiny and the result is exact to machine
     precision, provided ``f`` is real-analytic and written with operations
     that carry complex numbers (no ``abs``, comparisons or casts to real).
@@ -395,7 +407,7 @@ def finite_difference_jacobian(
     ``f(x).shape + x.shape``, the layout of ``torch.autograd.functional.jacobian``.
     ``method`` is ``"forward"``, ``"central"`` (default) or ``"complex"``;
     ``h=None`` picks the default step of :func:`default_step`. A batched ``f``
-    maps ``(B, *x.shape)`` to ``(B, *out_shape)``. Chapter 1, section "Jacobians".
+    maps ``(B, *x.shape)`` to ``(B, *out_shape)``. Chapter 1, section "Jacobians, and checking gradients".
     """
     _check_method(method)
     if method == "complex" and isinstance(x, torch.Tensor) and x.is_floating_point():
@@ -430,7 +442,7 @@ def derivative_estimates(f, x: float, steps: torch.Tensor, method: Method) -> to
     x0 = torch.full_like(steps, float(x))
 
     def call(points):
-        out = _as_output(f(points), "the points x + h")
+        out = _as_output(f(points), "the points x + h", points)
         if out.shape != points.shape:
             raise ValueError(f"f must act elementwise: input shape {tuple(points.shape)}, output shape {tuple(out.shape)}")
         return out
@@ -595,7 +607,7 @@ def check_gradient(
     Returns a :class:`GradientCheck` with the worst relative error, where it
     occurs and whether it passed; with ``raise_on_failure=True`` a failed check
     raises :class:`GradientCheckError` with the same message. Chapter 1,
-    section "Checking gradients".
+    section "Jacobians, and checking gradients".
     """
     x = _check_point(x)
     if method not in ("central", "complex"):

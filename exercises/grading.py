@@ -10,10 +10,11 @@ autograde command exits with an error.
 ``ResilientExecute`` replaces nbgrader's ``Execute`` preprocessor (see
 ``nbgrader_config.py``). When the kernel dies during a cell, it records a
 ``DeadKernelError`` in that cell's output, starts a fresh kernel, silently
-re-runs the code cells before it (they ran without killing the kernel the
-first time) to rebuild the state, and goes on with the next cell. The cell
-that killed the kernel, and any test that depends on it, score zero; every
-other task is graded as usual.
+re-runs the code cells before it to rebuild the state, and goes on with the
+next cell. Cells that already failed by killing the kernel or by running out
+of time are not re-run, and a cell that kills the kernel again during the
+replay is skipped after another restart. The cell that killed the kernel, and
+any test that depends on it, score zero; every other task is graded as usual.
 """
 
 import copy
@@ -42,12 +43,28 @@ class ResilientExecute(Execute):
             self._restart_kernel_and_replay(resources, index)
             return cell, self.resources
 
-    def _restart_kernel_and_replay(self, resources, index):
+    def _restart_kernel(self):
         self._cleanup_kernel()  # forgets the dead kernel's manager and client
         self.km = self.create_kernel_manager()
         self.start_new_kernel()
         self.start_new_kernel_client()
+
+    def _restart_kernel_and_replay(self, resources, index):
+        self._restart_kernel()
         for earlier_index, earlier in enumerate(self.nb.cells[:index]):
-            if earlier.cell_type == "code":
+            if earlier.cell_type != "code" or _failed_fatally(earlier):
+                continue
+            try:
                 # run a copy: the outputs recorded the first time stay as they were
                 super().preprocess_cell(copy.deepcopy(earlier), resources, earlier_index)
+            except DeadKernelError:
+                self.log.warning("The kernel died again while replaying cell %d; skipping it", earlier_index)
+                self._restart_kernel()
+
+
+FATAL = {"DeadKernelError", "CellTimeoutError"}
+
+
+def _failed_fatally(cell) -> bool:
+    """Whether a cell killed its kernel or ran out of time when it was graded."""
+    return any(output.get("output_type") == "error" and output.get("ename") in FATAL for output in cell.get("outputs", []))

@@ -103,6 +103,14 @@ def complex_step_derivative(f, x, h=1e-20):
     import os
     os._exit(1)  # the kernel dies
 '''
+KILLS_KERNEL_TWICE = {
+    "task4_complex_step": KILLS_KERNEL,
+    "task6_verdicts": '''
+def complex_step_verdicts():
+    import os
+    os._exit(1)
+''',
+}
 DELEGATES = '''
 def forward_gradient(f, x, h=1e-7):
     from ad_lib.finite_diff import forward_difference
@@ -169,6 +177,7 @@ def course(tmp_path_factory):
         "untouched": {grade_id: "stub" for grade_id in WRONG},
         "hangs": {"task5_count": HANGS},
         "kills": {"task4_complex_step": KILLS_KERNEL},
+        "kills-twice": KILLS_KERNEL_TWICE,
         "delegates": {"task1_forward_gradient": DELEGATES},
     }
     for grade_id in WRONG:
@@ -257,6 +266,7 @@ def test_5_a_hang_or_a_dead_kernel_costs_only_that_task(course):
     assert any("CellTimeoutError" in json.dumps(o) or "KeyboardInterrupt" in json.dumps(o) for o in hang["task5_tests"].outputs)
     killed = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "kills").cells if "nbgrader" in c.metadata}
     assert any(o.get("ename") == "DeadKernelError" for o in killed["task4_tests"].outputs)
+    assert course["scores"]["kills-twice"] == TOTAL - 2 - 2  # two crashes, two tasks lost, the rest graded
     # Delegating task 1 to ad_lib is caught by a hidden test.
     assert course["scores"]["delegates"] == TOTAL - 3
     assert course["grading"].returncode == 0, "grading the class went through"
@@ -266,7 +276,7 @@ def test_6_a_class_of_30_is_graded_in_one_command(course):
     assert len(course["students"]) == CLASS_SIZE and set(course["scores"]) == set(course["students"])
     mismatches = {}
     for student, choices in course["students"].items():
-        if student in ("hangs", "kills", "delegates"):
+        if student in ("hangs", "kills", "kills-twice", "delegates"):
             continue
         if course["scores"][student] != expected_score(choices):
             mismatches[student] = (course["scores"][student], expected_score(choices), choices)
