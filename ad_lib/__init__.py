@@ -4,14 +4,20 @@ One module per idea, in the order of the book:
 
 - :mod:`ad_lib.finite_diff` (chapter 1): finite differences, the complex step,
   Jacobians by differences and a gradient checker.
+- :mod:`ad_lib.ops`: the primitives, each with its value, its forward (JVP)
+  and its reverse (VJP) rules side by side (chapters 2-4).
+- :mod:`ad_lib.graph` (chapter 2): tracing a program into its computational graph.
+- :mod:`ad_lib.forward` (chapter 3): dual numbers, ``jvp``, ``derivative``, ``jacfwd``.
+- :mod:`ad_lib.reverse` (chapter 4): the scalar ``Value`` engine, the tensor
+  tape (``vjp``, ``grad``, ``jacrev``) and ``hvp``.
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses.
 """
 
-from ad_lib import finite_diff
+from ad_lib import finite_diff, forward, graph, ops, reverse
 from ad_lib.runtime import device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "device", "finite_diff", "seed_everything", "time_call"]
+__all__ = ["__version__", "device", "finite_diff", "forward", "graph", "ops", "reverse", "seed_everything", "time_call"]
