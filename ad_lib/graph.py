@@ -166,6 +166,17 @@ class ComputationalGraph:
             depth.append(0 if not node.parents else 1 + max(depth[p] for p in node.parents))
         return depth
 
+    def _bend(self, parent: int, child: int, position: dict) -> float:
+        """0 for a straight edge; an arc bending away from a node the straight line would cross."""
+        (x0, y0), (x1, y1) = position[parent], position[child]
+        for k, (x, y) in position.items():
+            if k in (parent, child) or not x0 < x < x1:
+                continue
+            y_line = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+            if abs(y_line - y) < 0.3:  # the straight edge would run through node k
+                return -0.35 if y_line >= y else 0.35  # bend up (negative) or down, away from it
+        return 0.0
+
     def draw(self, ax=None, *, show_values: bool = True):
         """Draw the graph with matplotlib: inputs on the left, each node one column right of its deepest parent."""
         import matplotlib.pyplot as plt
@@ -183,7 +194,8 @@ class ComputationalGraph:
         for parent, child in self.edges():
             ax.annotate(
                 "", xy=position[child], xytext=position[parent],
-                arrowprops=dict(arrowstyle="-|>", color="0.4", lw=1.2, shrinkA=18, shrinkB=18),
+                arrowprops=dict(arrowstyle="-|>", color="0.4", lw=1.2, shrinkA=18, shrinkB=18,
+                                connectionstyle=f"arc3,rad={self._bend(parent, child, position)}"),
             )
         for node in self.nodes:
             x, y = position[node.index]

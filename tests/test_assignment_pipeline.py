@@ -1,0 +1,43 @@
+"""The assignment pipeline, proved end to end on the first assignment with a class of 30.
+
+1-4 as for every assignment (test_assignments.py), and
+5. a submission that hangs, or kills its kernel (once or twice), scores zero on
+   that task only, and the other submissions are still graded;
+6. a class of 30 generated submissions of mixed quality is collected and
+   graded in one command each, with the expected scores; the times are printed.
+"""
+
+import json
+
+import pytest
+from assignment_harness import PIPELINE, autograded, grade_a_class
+
+pytestmark = pytest.mark.slow
+
+from test_assignments import (  # noqa: E402,F401  (the same proofs 1-4 and 6, on the pipeline's assignment)
+    test_1_the_release_has_no_solution_and_no_hidden_test,
+    test_2_the_source_as_a_submission_scores_full_marks,
+    test_3_the_untouched_release_runs_to_the_end_and_scores_zero,
+    test_4_one_task_wrong_costs_exactly_its_points_and_the_feedback_names_it,
+    test_6_a_class_is_graded_in_one_command_with_the_expected_scores,
+)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    return grade_a_class(PIPELINE, tmp_path_factory)
+
+
+def test_5_a_hang_or_a_dead_kernel_costs_only_that_task(course):
+    total = course["total"]
+    assert course["scores"]["hangs"] == total - 2  # task 5 interrupted after the timeout
+    assert course["scores"]["kills"] == total - 2  # task 4 killed its kernel; the rest was graded
+    assert course["scores"]["kills-twice"] == total - 2 - 2  # two crashes, two tasks lost, the rest graded
+    hang = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "hangs").cells if "nbgrader" in c.metadata}
+    assert any("CellTimeoutError" in json.dumps(o) or "KeyboardInterrupt" in json.dumps(o) for o in hang["task5_tests"].outputs)
+    killed = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "kills").cells if "nbgrader" in c.metadata}
+    assert any(o.get("ename") == "DeadKernelError" for o in killed["task4_tests"].outputs)
+    assert course["scores"]["delegates"] == total - 3  # delegating task 1 to ad_lib is caught by a hidden test
+    assert course["grading"].returncode == 0, "grading the class went through"
+
+
