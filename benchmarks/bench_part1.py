@@ -1,6 +1,9 @@
 """Part I benchmark: ad_lib's forward and reverse modes side by side with PyTorch.
 
-Run:  python benchmarks/bench_part1.py [--device cpu|cuda] [--repeat N]
+Run:  python benchmarks/bench_part1.py [--device cpu|cuda] [--repeat N] [--quick]
+
+(--quick uses small sizes: it checks that the benchmark runs, as the test
+suite does, and measures nothing worth quoting.)
 
 Prints three tables of ratios, each measured in the same run (best of N):
 
@@ -56,8 +59,8 @@ def mlp_loss(params, X, Y, relu, mean):
     return mean((h - Y) ** 2)
 
 
-def bench_tape(device, repeat):
-    params, X, Y = mlp_problem(device)
+def bench_tape(device, repeat, size):
+    params, X, Y = mlp_problem(device, **size)
     ours = grad(lambda *ps: mlp_loss(ps, X, Y, ops.relu, ops.mean), argnums=tuple(range(len(params))))
 
     torch_params = [p.clone().requires_grad_() for p in params]
@@ -75,8 +78,8 @@ def bench_tape(device, repeat):
     return t_ours, t_torch
 
 
-def bench_jvp(device, repeat):
-    params, X, Y = mlp_problem(device)
+def bench_jvp(device, repeat, size):
+    params, X, Y = mlp_problem(device, **size)
 
     def network(*ps):
         return mlp_loss(ps, X, Y, ops.relu, ops.mean)
@@ -117,24 +120,27 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: ad_lib.device())")
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
     args = parser.parse_args(argv)
+    size = dict(batch=8, width=16, layers=4) if args.quick else dict(batch=256, width=512, layers=4)
+    sizes = (1, 4, 16, 32) if args.quick else (1, 2, 4, 8, 16, 32, 64, 128)
     device = torch.device(args.device) if args.device else ad_lib.device()
     torch.manual_seed(0)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"Part I benchmark on {device} ({name}), torch {torch.__version__}, best of {args.repeat}\n")
 
-    t_ours, t_torch = bench_tape(device, args.repeat)
+    t_ours, t_torch = bench_tape(device, args.repeat, size)
     tape_ratio = t_ours / t_torch
-    print("1. MLP forward + backward (batch 256, width 512, 4 layers)")
+    print(f"1. MLP forward + backward (batch {size['batch']}, width {size['width']}, {size['layers']} layers)")
     print(f"   ad_lib tape {1e3 * t_ours:8.2f} ms   torch.autograd {1e3 * t_torch:8.2f} ms   ratio {tape_ratio:5.2f}   goal <= 1.3")
 
-    t_plain, t_params, t_input = bench_jvp(device, args.repeat)
+    t_plain, t_params, t_input = bench_jvp(device, args.repeat, size)
     print("\n2. jvp with dual tensors against a plain evaluation of the same MLP loss")
     print(f"   plain {1e3 * t_plain:8.2f} ms")
     print(f"   jvp along all parameters {1e3 * t_params:8.2f} ms   ratio {t_params / t_plain:5.2f}   goal <= 3")
     print(f"   jvp along the input      {1e3 * t_input:8.2f} ms   ratio {t_input / t_plain:5.2f}   goal <= 3")
 
-    m, rows = bench_crossing(device, args.repeat)
+    m, rows = bench_crossing(device, args.repeat, sizes=sizes)
     c_fwd = sum(r[3] for r in rows) / len(rows)
     c_rev = sum(r[4] for r in rows) / len(rows)
     predicted = m * c_rev / c_fwd
