@@ -519,8 +519,8 @@ def _matmul_vjp_b(g, out, a, b):
         return mul(g, a)
     if ra == 1:  # (k,) @ (..., k, m): the outer product a g^T
         return _unbroadcast(mul(_column(a), _row(g)), b)
-    if rb == 1:  # (..., n, k) @ (k,): a^T g, summed over the batch
-        return sum_to(mul(a, _column(g)), shape(b))
+    if rb == 1:  # (..., n, k) @ (k,): a^T g (a matrix product), summed over the batch
+        return sum_to(reshape(matmul(_matrix_transpose(a), _column(g)), tuple(shape(a)[:-2]) + (shape(a)[-1],)), shape(b))
     return _unbroadcast(matmul(_matrix_transpose(a), g), b)
 
 
