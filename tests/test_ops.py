@@ -100,6 +100,22 @@ def test_plain_tensors_go_straight_to_torch():
     assert ops.mask_positive(torch.tensor([5.0, 6.0, 7.0]), torch.tensor([-1.0, 0.0, 2.0])).tolist() == [0.0, 0.0, 7.0]
 
 
+
+@pytest.mark.parametrize("x_shape, a_shape, x_dtype, a_dtype", [
+    ((4, 5), (4, 5), torch.float32, torch.float32),  # the fused kernel
+    ((5,), (4, 5), F64, F64),  # broadcast
+    ((4, 5), (4, 5), F64, torch.float32),  # mixed dtypes: torch.where, x's dtype kept
+])
+def test_mask_positive_is_where_a_is_positive(x_shape, a_shape, x_dtype, a_dtype, device):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(x_shape, generator=g).to(device, x_dtype)
+    a = torch.randn(a_shape, generator=g).to(device, a_dtype)
+    a.view(-1)[0] = 0.0  # zero is not positive
+    expected = torch.where(a > 0, x, torch.zeros((), dtype=x_dtype, device=device))
+    out = ops.mask_positive(x, a)
+    assert out.dtype == x_dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
 def test_operators_with_boxes_on_either_side():
     x = torch.tensor([1.0, 2.0], dtype=F64)
     t = torch.tensor([1.0, 0.0], dtype=F64)
