@@ -16,8 +16,8 @@ chapter uses.
 """
 
 from ad_lib import finite_diff, forward, graph, ops, reverse
-from ad_lib.runtime import device, seed_everything, time_call
+from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "device", "finite_diff", "forward", "graph", "ops", "reverse", "seed_everything", "time_call"]
+__all__ = ["__version__", "cpu_threads", "device", "finite_diff", "forward", "graph", "ops", "reverse", "seed_everything", "time_call"]

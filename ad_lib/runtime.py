@@ -12,6 +12,7 @@ The choice of device can be forced with the environment variable
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -138,3 +139,23 @@ def time_call(fn, *, repeat: int = 5, warmup: int = 1) -> float:
         sync()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Run the ``with`` block with ``n`` intra-op CPU threads, then restore PyTorch's setting.
+
+    The chapters time their cost ratios inside ``cpu_threads(1)``. The ratios
+    count work; on tensors as small as theirs extra threads add only noise,
+    and on a machine whose cores are busy with other programs they add long
+    waits (an operation split over two threads waits for the one that the
+    system has put aside), which once made a 1 ms computation take 100 ms.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1 (a number of CPU threads), got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

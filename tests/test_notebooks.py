@@ -63,3 +63,37 @@ def test_each_chapter_has_an_assignment_and_links_to_it(path):
 def test_every_assignment_belongs_to_a_chapter():
     for notebook in ASSIGNMENTS:
         assert (ROOT / "chapters" / f"{notebook.stem}.ipynb").exists(), f"{notebook} has no chapter"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_widget_cells_run_under_nbval_but_not_in_the_book_build(path):
+    """An ipywidgets cell carries `skip-execution` and `remove-output`.
+
+    The book build (myst-nb, through nbclient) skips it: a widget is a dead
+    control in static HTML, and nbclient's handling of widget messages
+    sometimes waited forever for the reply of an `interact` cell (seen in
+    about one build in three on this machine). The static counterpart next to
+    it is what the HTML shows. nbval, which does not know that tag, still
+    runs the cell, so the demo's code is tested.
+    """
+    cells = json.loads(path.read_text())["cells"]
+    widgets = [c for c in cells if c["cell_type"] == "code" and "ipywidgets" in "".join(c["source"])]
+    assert widgets, f"{path.name} has no interactive demo"
+    for cell in widgets:
+        tags = cell.get("metadata", {}).get("tags", [])
+        assert {"skip-execution", "remove-output"} <= set(tags), f"{path.name}, cell {cell.get('id')}: tags {tags}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_timed_cells_time_on_one_cpu_thread(path):
+    """A cell that times with `ad_lib.time_call` does so inside `ad_lib.cpu_threads(1)`.
+
+    With two threads on a machine whose cores were busy, a vectorized Jacobian
+    of chapter 3 took 100 ms instead of 1 ms and the chapter's asserted ratio
+    failed in five builds out of six; on one thread it passed in seven of seven.
+    """
+    cells = json.loads(path.read_text())["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and "time_call(" in source:
+            assert "with ad_lib.cpu_threads(1):" in source, f"{path.name}, cell {cell.get('id')} times without cpu_threads(1)"

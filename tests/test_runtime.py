@@ -70,3 +70,21 @@ def test_time_call_returns_the_best_of_several_runs():
 def test_time_call_rejects_bad_counts(kwargs):
     with pytest.raises(ValueError, match="repeat|warmup"):
         ad_lib.time_call(lambda: None, **kwargs)
+
+
+def test_cpu_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with ad_lib.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with ad_lib.cpu_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before  # restored after an error too
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.0, True, "1"])
+def test_cpu_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        with ad_lib.cpu_threads(bad):
+            pass
