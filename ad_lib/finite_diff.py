@@ -309,6 +309,13 @@ def _difference_quotients(
             "f returned a real tensor for a complex input: the complex step needs f written with operations "
             "that carry complex numbers through (no abs, no .real, no comparisons, no casts to float)"
         )
+    if F.is_floating_point() or F.is_complex():
+        if torch.finfo(F.dtype).eps > torch.finfo(base.dtype).eps:
+            raise ValueError(
+                f"f returned {F.dtype} for an input in {base.dtype}: its values are rounded more coarsely than x, "
+                f"so the differences would carry {F.dtype}'s rounding error; compute f in {base.dtype} "
+                "(no casts to a lower precision inside f)"
+            )
     bad = ~torch.isfinite(F)
     if bool(bad.any()):
         row = int(torch.nonzero(bad.reshape(n_rows, -1).any(dim=1))[0])

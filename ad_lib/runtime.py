@@ -27,7 +27,7 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def device(verbose: bool = False) -> torch.device:
+def device(verbose: bool = False, float64: bool = False) -> torch.device:
     """The device the book computes on: CUDA, then Apple MPS, then CPU.
 
     The environment variable ``AD_LIB_DEVICE`` overrides the choice; it takes
@@ -39,6 +39,11 @@ def device(verbose: bool = False) -> torch.device:
     ----------
     verbose:
         print one line saying which device was picked and why.
+    float64:
+        the caller computes in float64 (or complex128), which Apple's MPS
+        backend does not support: the automatic choice then skips MPS for the
+        CPU, and an explicit ``AD_LIB_DEVICE=mps`` is an error. CUDA and the
+        CPU compute in float64. The chapters of Part I pass ``float64=True``.
 
     Returns
     -------
@@ -70,10 +75,23 @@ def device(verbose: bool = False) -> torch.device:
             raise RuntimeError(
                 f"{DEVICE_ENV_VAR}={requested!r} asks for Apple MPS, which is not available here"
             )
+        elif chosen.type == "mps" and float64:
+            raise RuntimeError(
+                f"{DEVICE_ENV_VAR}={requested!r} asks for Apple MPS, but this code computes in float64, "
+                "which MPS does not support; use AD_LIB_DEVICE=cpu"
+            )
+        elif chosen.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(
+                f"{DEVICE_ENV_VAR}={requested!r} names a {chosen.type!r} device, which the book does not "
+                "compute on; expected 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            )
         reason = f"set by {DEVICE_ENV_VAR}"
     elif torch.cuda.is_available():
         chosen = torch.device("cuda")
         reason = f"CUDA GPU found: {torch.cuda.get_device_name(0)}"
+    elif _mps_available() and float64:
+        chosen = torch.device("cpu")
+        reason = "Apple MPS found, but it has no float64, which this code needs"
     elif _mps_available():
         chosen = torch.device("mps")
         reason = "Apple MPS found"

@@ -351,6 +351,16 @@ def test_a_vector_output_is_rejected_for_a_gradient():
         central_difference(accepts_batch(lambda V: V**2), x)
 
 
+@pytest.mark.parametrize("method", [forward_difference, central_difference, complex_step])
+def test_a_function_that_rounds_below_x_precision_is_rejected(method):
+    # f computes in float32 (complex64) for a float64 x: the differences would
+    # carry float32's rounding error, silently (0.2658 for an exact 0.27).
+    x = torch.tensor([0.3, 1.2], dtype=torch.float64)
+    lowered = torch.complex64 if method is complex_step else torch.float32
+    with pytest.raises(ValueError, match=f"f returned {lowered}"):
+        method(lambda v: (v.to(lowered) ** 3).sum(), x)
+
+
 def test_a_batched_function_with_the_wrong_output_length_is_rejected():
     with pytest.raises(ValueError, match="first dimension"):
         central_difference(accepts_batch(lambda V: V.sum()), torch.ones(3, dtype=F64))

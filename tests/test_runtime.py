@@ -7,21 +7,48 @@ import pytest
 import torch
 
 import ad_lib
+from ad_lib import runtime
 
 
 def test_version_is_a_string():
     assert isinstance(ad_lib.__version__, str) and ad_lib.__version__.count(".") == 2
 
 
-def test_device_default_prefers_cuda_then_cpu(monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "cuda, mps, float64, expected",
+    [
+        (True, True, False, "cuda"),
+        (True, True, True, "cuda"),
+        (False, True, False, "mps"),
+        (False, True, True, "cpu"),  # MPS has no float64
+        (False, False, False, "cpu"),
+    ],
+)
+def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch, capsys, cuda, mps, float64, expected):
+    monkeypatch.delenv("AD_LIB_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "a test GPU")
+    monkeypatch.setattr(runtime, "_mps_available", lambda: mps)
+    picked = ad_lib.device(verbose=True, float64=float64)
+    assert picked.type == expected
+    assert str(picked) in capsys.readouterr().out
+
+
+def test_device_on_this_machine_says_what_it_picked(monkeypatch, capsys):
     monkeypatch.delenv("AD_LIB_DEVICE", raising=False)
     picked = ad_lib.device(verbose=True)
-    expected = "cuda" if torch.cuda.is_available() else None
-    if expected:
-        assert picked.type == "cuda"
-    else:
-        assert picked.type in ("mps", "cpu")
+    assert picked.type == ("cuda" if torch.cuda.is_available() else picked.type)
     assert str(picked) in capsys.readouterr().out
+
+
+def test_device_refuses_mps_for_float64_and_foreign_devices(monkeypatch):
+    monkeypatch.setattr(runtime, "_mps_available", lambda: True)
+    monkeypatch.setenv("AD_LIB_DEVICE", "mps")
+    with pytest.raises(RuntimeError, match="float64"):
+        ad_lib.device(float64=True)
+    monkeypatch.setenv("AD_LIB_DEVICE", "meta")
+    with pytest.raises(ValueError, match="AD_LIB_DEVICE='meta'"):
+        ad_lib.device()
 
 
 def test_device_environment_variable_overrides(monkeypatch, capsys):
