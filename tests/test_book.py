@@ -51,11 +51,16 @@ def test_the_book_builds_with_warnings_as_errors(tmp_path):
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     html = tmp_path / "out" / "_build" / "html"
     chapter = (html / "chapters" / "01_finite_differences.html").read_text()
-    assert "math notranslate" in chapter  # equations rendered for MathJax
-    assert "exercise" in chapter and "solution" in chapter  # sphinx-exercise blocks
-    assert "prop-fd-error" in chapter  # a sphinx-proof proposition
-    assert "bibliography.html#id" in chapter or "bibliography.html" in chapter  # citations resolved
     assert (html / "intro.html").exists() and (html / "bibliography.html").exists()
+    for page in sorted((html / "chapters").glob("*.html")):
+        text = page.read_text()
+        assert "math notranslate" in text, page.name  # equations rendered for MathJax
+        assert text.count('class="exercise admonition"') >= 3, page.name  # sphinx-exercise blocks...
+        assert text.count('class="solution dropdown admonition"') >= 3, page.name  # ...with folded solutions
+        assert 'href="../bibliography.html#id' in text, page.name  # citations resolved to entries
+        assert 'href="../assignments.html#assignment-' in text, page.name  # the link to its assignment
+    assert 'class="proof proposition admonition"' in chapter  # a sphinx-proof proposition
+    assert "prop-fd-error" in chapter
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):
