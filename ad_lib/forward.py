@@ -120,6 +120,12 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
                 f"tangents[{i}] has shape {tuple(shape(t))} but primals[{i}] has shape {tuple(shape(p))}; "
                 "each tangent must have the shape of its primal"
             )
+        rp, rt = ops.raw(p), ops.raw(t)
+        if isinstance(rp, torch.Tensor) and isinstance(rt, torch.Tensor) and (rt.dtype, rt.device) != (rp.dtype, rp.device):
+            raise ValueError(
+                f"tangents[{i}] has dtype {rt.dtype} on {rt.device} but primals[{i}] has dtype {rp.dtype} on "
+                f"{rp.device}; each tangent must have the same dtype and device as its primal"
+            )
         inputs.append(Dual(p, t, level))
     out = f(*inputs)
     if isinstance(out, (tuple, list)):
@@ -186,6 +192,6 @@ def jacfwd(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
         else:
             columns = torch.stack([push(basis[i]) for i in range(p)])
         out_shape = columns.shape[1:]
-        return columns.reshape(p, -1).T.reshape(*out_shape, *x.shape)
+        return columns.reshape(p, -1).T.reshape(tuple(out_shape) + tuple(x.shape))
 
     return jacobian

@@ -396,21 +396,35 @@ neg = _define(
     vjp=[lambda g, out, a: neg(g)],
 )
 def _power_derivative(a, b):
-    """d(a^b)/da = b a^(b-1); for a number b, b - 1 stays a number, and a^1 is a itself."""
+    """d(a^b)/da = b a^(b-1); for a number b, b - 1 stays a number, and a^1 is a itself.
+
+    As torch: 0 where b = 0 (not 0 * a^(-1), NaN at a = 0).
+    """
     if isinstance(b, numbers.Number):
+        if b == 0:
+            return 0.0
         if b == 1:
             return 1.0
         return mul(b, a if b == 2 else pow(a, b - 1))
-    return mul(b, pow(a, sub(b, 1)))
+    return mask_positive(mul(b, pow(a, sub(b, 1))), torch.as_tensor(raw(b)) != 0)
+
+
+def _power_exponent_derivative(out, a, b):
+    """d(a^b)/db = a^b log a; as torch, 0 where a = 0 and b >= 0 (not 0 * log 0, NaN)."""
+    base_zero = (torch.as_tensor(raw(a)) == 0) & (torch.as_tensor(raw(b)) >= 0)
+    return mask_positive(mul(out, log(a)), ~base_zero)
 
 
 # a ** b: d/da = b a^(b-1), d/db = a^b log a (only computed when b is being differentiated)
 pow = _define(
     "pow", torch.pow,
-    jvp=[lambda t, out, a, b: mul(t, _power_derivative(a, b)), lambda t, out, a, b: mul(t, mul(out, log(a)))],
+    jvp=[
+        lambda t, out, a, b: mul(t, _power_derivative(a, b)),
+        lambda t, out, a, b: mul(t, _power_exponent_derivative(out, a, b)),
+    ],
     vjp=[
         lambda g, out, a, b: _unbroadcast(mul(g, _power_derivative(a, b)), a),
-        lambda g, out, a, b: _unbroadcast(mul(g, mul(out, log(a))), b),
+        lambda g, out, a, b: _unbroadcast(mul(g, _power_exponent_derivative(out, a, b)), b),
     ],
 )
 
@@ -446,7 +460,7 @@ def _mask_positive_value(x, a):
 mask_positive = _define(
     "mask_positive", _mask_positive_value,
     jvp=[lambda t, out, x, a: mask_positive(t, a), None],
-    vjp=[lambda g, out, x, a: mask_positive(g, a), None],
+    vjp=[lambda g, out, x, a: _unbroadcast(mask_positive(g, a), x), None],
 )
 # relu passes a tangent, or an adjoint, where its input is positive
 relu = _define(

@@ -23,6 +23,7 @@ reverse mode.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Callable, Sequence
@@ -83,10 +84,32 @@ class Value:
     def __pow__(self, exponent):
         if not isinstance(exponent, numbers.Real):
             raise TypeError("Value ** exponent needs a constant real exponent; use exp(b * log(a)) otherwise")
+        if self.data < 0 and not float(exponent).is_integer():
+            raise ValueError(
+                f"Value ** exponent: a negative base ({self.data}) with a non-integer exponent ({exponent}) "
+                "has no real value"
+            )
         out = Value(self.data**exponent, (self,), f"**{exponent}")
 
-        def _backward():  # d(a^n) = n a^(n-1) da
-            self.grad += exponent * self.data ** (exponent - 1) * out.grad
+        def _backward():  # d(a^n) = n a^(n-1) da; at a = 0, as torch: 0 if n = 0, inf if 0 < n < 1
+            if exponent == 0:
+                return
+            slope = exponent * math.inf if self.data == 0 and exponent < 1 else exponent * self.data ** (exponent - 1)
+            self.grad += slope * out.grad
+
+        out._backward = _backward
+        return out
+
+    def __rpow__(self, base):
+        """``c ** a`` for a number ``c > 0``: ``d(c^a) = c^a log(c) da`` (chapter 4)."""
+        if isinstance(base, bool) or not isinstance(base, numbers.Real):
+            raise TypeError(f"base ** Value needs a real number base, got {type(base).__name__}")
+        if base <= 0:
+            raise ValueError(f"base ** Value needs a number base > 0 (its derivative has log(base)), got {base}")
+        out = Value(base**self.data, (self,), f"{base}**")
+
+        def _backward():  # d(c^a) = c^a log(c) da
+            self.grad += out.data * math.log(base) * out.grad
 
         out._backward = _backward
         return out
@@ -372,13 +395,18 @@ def jacrev(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
             return f(*full)
 
         out, vjp_fn = vjp(f_of_x, x)
-        m = out.numel()
-        basis = torch.eye(m, dtype=out.dtype, device=out.device).reshape(m, *out.shape)
+        out_shape, x_shape, plain = tuple(shape(out)), tuple(shape(x)), ops.raw(out)
+        m = math.prod(out_shape)
+        basis = torch.eye(m, dtype=plain.dtype, device=plain.device).reshape((m,) + out_shape)
+        if isinstance(out, Box):  # nested in forward mode (jacfwd(jacrev(f))): rows are dual numbers
+            ones_x, ones_out = (1,) * len(x_shape), (1,) * len(out_shape)
+            rows = [ops.reshape(vjp_fn(basis[i])[0], ones_out + x_shape) * basis[i].reshape(out_shape + ones_x) for i in range(m)]
+            return functools.reduce(ops.add, rows)  # sum of e_i (J^T e_i)^T: the Jacobian, built with primitives
         if vectorize:
             rows = torch.func.vmap(lambda u: vjp_fn(u)[0])(basis)
         else:
             rows = torch.stack([vjp_fn(basis[i])[0] for i in range(m)])
-        return rows.reshape(*out.shape, *shape(x))
+        return rows.reshape(out_shape + x_shape)
 
     return jacobian
 
@@ -389,6 +417,14 @@ def hvp(f: Callable, x, v):
     The gradient is computed by a reverse sweep run on dual numbers whose
     tangent is ``v``; the tangent of the gradient is ``H v`` (chapter 4,
     section "Second order"). Costs a small multiple of one gradient, and never
-    forms the Hessian.
+    forms the Hessian. ``v`` must have the shape, dtype and device of ``x``.
     """
+    rx, rv = ops.raw(x), ops.raw(v)
+    if shape(v) != shape(x):
+        raise ValueError(f"v has shape {tuple(shape(v))} but x has shape {tuple(shape(x))}; v must have the shape of x")
+    if isinstance(rx, torch.Tensor) and isinstance(rv, torch.Tensor) and (rv.dtype, rv.device) != (rx.dtype, rx.device):
+        raise ValueError(
+            f"v has dtype {rv.dtype} on {rv.device} but x has dtype {rx.dtype} on {rx.device}; "
+            "v must have the dtype and device of x"
+        )
     return forward_jvp(grad(f), (x,), (v,))[1]

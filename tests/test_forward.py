@@ -107,6 +107,11 @@ def test_bad_input_is_explained():
     x = torch.ones(3, dtype=F64)
     with pytest.raises(ValueError, match=r"tangents\[0\] has shape \(2,\) but primals\[0\] has shape \(3,\)"):
         jvp(ops.exp, (x,), (torch.ones(2, dtype=F64),))
+    with pytest.raises(ValueError, match=r"tangents\[0\] has dtype torch.float32.*primals\[0\]"):
+        jvp(ops.exp, (x,), (torch.ones(3, dtype=torch.float32),))
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"tangents\[0\].*device"):
+            jvp(ops.exp, (x,), (torch.ones(3, dtype=F64, device="cuda"),))
     with pytest.raises(ValueError, match="one tangent per primal"):
         jvp(ops.exp, (x,), ())
     with pytest.raises(TypeError, match="tuples"):

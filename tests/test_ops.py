@@ -36,6 +36,7 @@ CASES = [
     ("sqrt", [(6,)], {}, True),
     ("relu", [(7,)], {}, False),
     ("mask_positive", [(7,), (7,)], {}, False),
+    ("mask_positive", [(5,), (4, 5)], {}, False),  # x broadcast against a: the cotangent sums back
     ("sum", [(3, 4)], {}, False),
     ("sum", [(3, 4, 2)], {"dim": 1}, False),
     ("sum", [(3, 4, 2)], {"dim": (0, 2), "keepdim": True}, False),
@@ -169,3 +170,25 @@ def test_broadcasting_reverse_partials_sum_back_to_each_shape(shape_a, shape_b):
     for mine, reference in zip(vjp_fn(u), torch.func.vjp(f, a, b)[1](u)):
         assert mine.shape == reference.shape
         torch.testing.assert_close(mine, reference)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_pow_derivatives_at_base_zero_follow_torch(mode):
+    """torch's conventions: exponent 0 -> d/da = 0; base 0 with exponent >= 0 -> d/db = 0 (no NaN)."""
+    cases = [
+        (lambda x: ops.sum(x**0), lambda x: (x**0).sum(), torch.tensor([0.0, 1.0], dtype=F64)),
+        (lambda x: ops.sum(x ** torch.zeros(2, dtype=F64)), lambda x: (x ** torch.zeros(2, dtype=F64)).sum(),
+         torch.tensor([0.0, 1.0], dtype=F64)),
+        (lambda b: 0 ** b, lambda b: 0 ** b, torch.tensor(2.0, dtype=F64)),
+        (lambda b: ops.sum(torch.tensor([0.0, 0.0, 2.0], dtype=F64) ** b),
+         lambda b: (torch.tensor([0.0, 0.0, 2.0], dtype=F64) ** b).sum(), torch.tensor([2.0, 0.0, 1.5], dtype=F64)),
+    ]
+    for f, f_torch, x in cases:
+        expected = torch.func.grad(f_torch)(x)
+        assert not expected.isnan().any()
+        if mode == "reverse":
+            mine = vjp(f, x)[1](torch.tensor(1.0, dtype=F64))[0]
+        else:
+            mine = torch.stack([jvp(f, (x,), (e.reshape(x.shape),))[1] for e in torch.eye(x.numel(), dtype=F64)])
+            mine = mine.reshape(x.shape)
+        torch.testing.assert_close(mine, expected)

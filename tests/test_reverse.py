@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ad_lib import ops
-from ad_lib.forward import jvp
+from ad_lib.forward import jacfwd, jvp
 from ad_lib.reverse import Value, grad, hvp, jacrev, vjp
 
 F64 = torch.float64
@@ -65,6 +65,40 @@ def test_value_backward_twice_accumulates_and_zero_grad_resets():
     y.zero_grad()
     y.backward()
     assert x.grad == 6.0
+
+
+@pytest.mark.parametrize("op", ["rsub", "rtruediv", "rpow"])
+@pytest.mark.parametrize("a", [0.5, 3.0, -1.5])
+def test_value_with_a_number_on_the_left_matches_torch(op, a):
+    program = {"rsub": lambda v: 2 - v, "rtruediv": lambda v: 2 / v, "rpow": lambda v: 2**v}[op]
+    v = Value(a)
+    out = program(v)
+    out.backward()
+    t = torch.tensor(a, dtype=F64, requires_grad=True)
+    reference = program(t)
+    reference.backward()
+    assert out.data == pytest.approx(reference.item(), rel=1e-14)
+    assert v.grad == pytest.approx(t.grad.item(), rel=1e-14)
+
+
+def test_value_powers_at_the_edges_of_their_domain():
+    with pytest.raises(ValueError, match="negative base.*non-integer exponent"):
+        Value(-8.0) ** (1 / 3)
+    assert (Value(-2.0) ** 3).data == -8.0  # an integer exponent is fine
+    with pytest.raises(ValueError, match="base > 0"):
+        0.0 ** Value(2.0)
+    with pytest.raises(ValueError, match="base > 0"):
+        (-2) ** Value(2.0)
+    # d/dx sqrt(x) at 0 is infinite: inf, as torch.autograd gives
+    x = Value(0.0)
+    (x**0.5).backward()
+    t = torch.tensor(0.0, dtype=F64, requires_grad=True)
+    (t**0.5).backward()
+    assert x.grad == t.grad.item() == math.inf
+    # exponent 0: derivative 0 at base 0, as torch
+    x = Value(0.0)
+    (x**0).backward()
+    assert x.grad == 0.0
 
 
 def test_value_errors():
@@ -158,6 +192,32 @@ def test_jacrev_matches_torch(device, vectorize):
     torch.testing.assert_close(J, torch.func.jacrev(f_torch)(X))
 
 
+@pytest.mark.parametrize("jacobian, reference", [(jacrev, torch.func.jacrev), (jacfwd, torch.func.jacfwd)])
+@pytest.mark.parametrize("case", ["scalar->scalar", "vector->scalar", "scalar->vector", "vector->vector"])
+def test_jacobians_of_scalars_and_vectors_match_torch_func(jacobian, reference, case):
+    W = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.7, -1.1]], dtype=F64)
+    f, f_torch, x = {
+        "scalar->scalar": (ops.sin, torch.sin, torch.tensor(0.5, dtype=F64)),
+        "vector->scalar": (lambda v: ops.sum(ops.sin(v)), lambda v: torch.sin(v).sum(), torch.tensor([0.5, -1.0, 2.0], dtype=F64)),
+        "scalar->vector": (lambda s: ops.sin(s * W[0]), lambda s: torch.sin(s * W[0]), torch.tensor(0.5, dtype=F64)),
+        "vector->vector": (lambda v: ops.tanh(W @ v), lambda v: torch.tanh(W @ v), torch.tensor([0.5, -1.0, 2.0], dtype=F64)),
+    }[case]
+    J = jacobian(f)(x)
+    expected = reference(f_torch)(x)
+    assert J.shape == expected.shape
+    torch.testing.assert_close(J, expected)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_jacfwd_of_jacrev_is_the_hessian(vectorize):
+    A = torch.tensor([[1.0, 0.5, -0.2], [0.3, -1.0, 0.8]], dtype=F64)
+    f = lambda x: ops.sum(ops.tanh(A @ x) ** 3) + ops.sum(x * x) * ops.sum(ops.exp(x))  # noqa: E731
+    f_torch = lambda x: (torch.tanh(A @ x) ** 3).sum() + (x * x).sum() * torch.exp(x).sum()  # noqa: E731
+    x = torch.tensor([0.3, -0.7, 1.1], dtype=F64)
+    H = jacfwd(jacrev(f, vectorize=vectorize), vectorize=vectorize)(x)
+    torch.testing.assert_close(H, torch.func.hessian(f_torch)(x))
+
+
 def test_hessian_vector_product_matches_torch_func(device):
     A = torch.randn(5, 5, dtype=F64, device=device)
     f = lambda x: ops.sum(ops.tanh(A @ x) ** 3) + ops.sum(x * x) * ops.sum(ops.exp(x))  # noqa: E731
@@ -183,3 +243,7 @@ def test_bad_input_is_explained():
         grad(ops.exp, argnums="0")
     with pytest.raises(ValueError, match="at least one primal"):
         vjp(ops.exp)
+    with pytest.raises(ValueError, match=r"v has shape \(2,\) but x has shape \(3,\)"):
+        hvp(lambda a: ops.sum(a * a), x, torch.ones(2, dtype=F64))
+    with pytest.raises(ValueError, match=r"v has dtype torch.float32"):
+        hvp(lambda a: ops.sum(a * a), x, torch.ones(3, dtype=torch.float32))
