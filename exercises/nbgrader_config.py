@@ -8,7 +8,8 @@ import os
 import sys
 
 from nbgrader.converters.autograde import Autograde
-from nbgrader.preprocessors import Execute
+from nbgrader.converters.generate_feedback import GenerateFeedback
+from nbgrader.preprocessors import ClearHiddenTests, Execute, GetGrades
 
 c = get_config()  # noqa: F821 (provided by traitlets when it reads this file)
 
@@ -27,15 +28,27 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.Execute.timeout = 60
 # A cell that kills its kernel fails alone too: see grading.py.
 sys.path.insert(0, HERE)
-from grading import ResilientExecute  # noqa: E402
+from grading import ClearHiddenTracebacks, ResilientExecute  # noqa: E402
 
 _preprocessors = []
 for _preprocessor in Autograde.class_traits()["autograde_preprocessors"].default():
     _preprocessors.append(ResilientExecute if _preprocessor is Execute else _preprocessor)
 c.Autograde.autograde_preprocessors = _preprocessors
 
+# Feedback: by default nbgrader's feedback shows the hidden tests (they are put
+# back for grading); remove them again, after the grades are read, from the
+# cells' code and from the tracebacks that quote it (see grading.py).
+_feedback = list(GenerateFeedback.class_traits()["preprocessors"].default())
+_feedback[_feedback.index(GetGrades) + 1:_feedback.index(GetGrades) + 1] = [ClearHiddenTracebacks, ClearHiddenTests]
+c.GenerateFeedback.preprocessors = _feedback
+
 # Submissions downloaded from a learning-management system, as files named
-# STUDENTID__anything.ipynb in downloaded/ASSIGNMENT/archive/, are put in place
-# by `nbgrader zip_collect ASSIGNMENT`.
+# STUDENTID__NOTEBOOK.ipynb in downloaded/ASSIGNMENT/archive/, or zip files
+# STUDENTID__anything.zip holding NOTEBOOK.ipynb, are put in place by
+# `nbgrader zip_collect ASSIGNMENT`. nbgrader extracts each zip file into a
+# folder named after it, so the student id is taken from the file's name or,
+# failing that, from the name of the folder just above it.
 c.ZipCollectApp.collector_plugin = "nbgrader.plugins.FileNameCollectorPlugin"
-c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^/]+?)__(?P<file_id>[^/]+)$"  # matched against the full path
+c.FileNameCollectorPlugin.named_regexp = (  # matched against the full path
+    r".*/(?P<student_id>[^/]+?)__(?:[^/]*/)?(?P<file_id>[^/]+)$"
+)

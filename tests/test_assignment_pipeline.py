@@ -1,10 +1,12 @@
 """The assignment pipeline, proved end to end on the first assignment with a class of 30.
 
 1-4 as for every assignment (test_assignments.py), and
-5. a submission that hangs, or kills its kernel (once or twice), scores zero on
-   that task only, and the other submissions are still graded;
+5. a submission that hangs (even ignoring the interrupt), or kills its kernel
+   (once or twice), scores zero on that task only, and the other submissions
+   are still graded;
 6. a class of 30 generated submissions of mixed quality is collected and
-   graded in one command each, with the expected scores; the times are printed.
+   graded in one command each, with the expected scores (one student hands in
+   a zip file); the times are shown in pytest's terminal summary.
 """
 
 import json
@@ -35,9 +37,15 @@ def test_5_a_hang_or_a_dead_kernel_costs_only_that_task(course):
     assert course["scores"]["kills-twice"] == total - 2 - 2  # two crashes, two tasks lost, the rest graded
     hang = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "hangs").cells if "nbgrader" in c.metadata}
     assert any("CellTimeoutError" in json.dumps(o) or "KeyboardInterrupt" in json.dumps(o) for o in hang["task5_tests"].outputs)
+    assert course["scores"]["hangs-hard"] == total - 2  # task 6 ignored the interrupt: the kernel was restarted
+    hard = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "hangs-hard").cells if "nbgrader" in c.metadata}
+    assert any(o.get("ename") == "CellTimeoutError" for o in hard["task6_tests"].outputs)
+    assert all(not any(o.output_type == "error" for o in c.outputs) for g, c in hard.items()
+               if c.cell_type == "code" and c.metadata["nbgrader"].get("grade") and g != "task6_tests")
     killed = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "kills").cells if "nbgrader" in c.metadata}
     assert any(o.get("ename") == "DeadKernelError" for o in killed["task4_tests"].outputs)
     assert course["scores"]["delegates"] == total - 3  # delegating task 1 to ad_lib is caught by a hidden test
+    assert course["scores"]["zipped"] == total - 2  # handed in as a zip file, collected and graded
     assert course["grading"].returncode == 0, "grading the class went through"
 
 

@@ -1,4 +1,4 @@
-"""Assignment 2 (computational graphs): wrong-but-plausible answers, one per task."""
+"""Assignment 2 (computational graphs): wrong-but-plausible answers, one per task, and one that delegates."""
 
 WRONG = {
     # nodes sorted by name: right for the slides' graph, wrong in general
@@ -50,4 +50,17 @@ def logistic_size(n):
 def topological_verdicts():
     return {"a": True, "b": True, "c": True, "d": False}
 '''),
+}
+
+
+# Right answers that delegate to a graph library, which the rules forbid: a hidden check catches them.
+DELEGATING = {
+    "task1_topological_order": '''
+def topological_order(parents):
+    import graphlib
+    try:
+        return list(graphlib.TopologicalSorter(parents).static_order())
+    except graphlib.CycleError as error:
+        raise ValueError(f"the graph has a cycle: {error}") from None
+''',
 }
