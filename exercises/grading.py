@@ -14,10 +14,13 @@ past the timeout and ignores the interrupt (an endless loop that catches
 ``DeadKernelError`` in that cell's output, starts a fresh kernel, silently
 re-runs the code cells before it to rebuild the state, and goes on with the
 next cell. A cell that ignores the interrupt after the timeout is handled the
-same way, with a ``CellTimeoutError`` in its output. Cells that already failed by killing the kernel or by running out
-of time are not re-run, and a cell that kills the kernel again during the
-replay is skipped after another restart. The cell that killed the kernel, and
-any test that depends on it, score zero; every other task is graded as usual.
+same way, with a ``CellTimeoutError`` in its output. Cells that already
+failed by killing the kernel or by running out of time are not re-run, and a
+cell that kills the kernel (or hangs) again during the replay is skipped
+after another restart. The cell that failed, and any test that depends on
+it, score zero; every other task is graded as usual.
+
+``ClearHiddenTracebacks`` is for the feedback: see its docstring.
 """
 
 import copy
@@ -29,36 +32,22 @@ from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 
 
 class ResilientExecute(Execute):
-    """nbgrader's Execute, restarting the kernel when a cell kills it."""
+    """nbgrader's Execute, restarting the kernel when a cell kills it or ignores the timeout's interrupt."""
 
     def preprocess_cell(self, cell, resources, index):
         try:
             return super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
-            self.log.warning("The kernel died while running cell %d; restarting it and replaying the cells before", index)
-            cell.outputs = [
-                NotebookNode(
-                    output_type="error",
-                    ename="DeadKernelError",
-                    evalue="the kernel died while running this cell",
-                    traceback=["DeadKernelError: the kernel died while running this cell (crash, os._exit or out of memory)"],
-                )
-            ]
-            self._restart_kernel_and_replay(resources, index)
-            return cell, self.resources
-        except CellTimeoutError:
-            # the cell ran past the timeout and went on running after the interrupt
-            self.log.warning("Cell %d ignored the interrupt after the timeout; restarting the kernel and replaying the cells before", index)
-            cell.outputs = [
-                NotebookNode(
-                    output_type="error",
-                    ename="CellTimeoutError",
-                    evalue=f"this cell was stopped after the timeout ({self.timeout} s)",
-                    traceback=[f"CellTimeoutError: this cell was stopped after the timeout ({self.timeout} s); it ignored the interrupt"],
-                )
-            ]
-            self._restart_kernel_and_replay(resources, index)
-            return cell, self.resources
+            error, message = "DeadKernelError", "the kernel died while running this cell"
+            cause = "a crash, os._exit or running out of memory"
+        except CellTimeoutError:  # the cell ran past the timeout and went on running after the interrupt
+            error, message = "CellTimeoutError", f"this cell was stopped after the timeout ({self.timeout} s)"
+            cause = "it ignored the interrupt"
+        self.log.warning("%s in cell %d; restarting the kernel and replaying the cells before", error, index)
+        cell.outputs = [NotebookNode(output_type="error", ename=error, evalue=message,
+                                     traceback=[f"{error}: {message} ({cause})"])]
+        self._restart_kernel_and_replay(resources, index)
+        return cell, self.resources
 
     def _restart_kernel(self):
         self._cleanup_kernel()  # forgets the dead kernel's manager and client
