@@ -177,8 +177,11 @@ def _steps(x: torch.Tensor, h: Step, method: Method) -> torch.Tensor:
     if h is None:
         steps = default_step(x, method)
     else:
-        if isinstance(h, bool) or not isinstance(h, (int, float, torch.Tensor)):
-            raise TypeError(f"h must be a positive number or a tensor of positive numbers, got {type(h).__name__}")
+        if isinstance(h, bool) or not isinstance(h, (int, float, torch.Tensor)) or (
+            isinstance(h, torch.Tensor) and (h.is_complex() or h.dtype == torch.bool)
+        ):
+            kind = f"a {h.dtype} tensor" if isinstance(h, torch.Tensor) else type(h).__name__
+            raise TypeError(f"h must be a positive real number or a tensor of positive real numbers, got {kind}")
         steps = torch.as_tensor(h, dtype=torch.float64)
         if not bool(torch.isfinite(steps).all()) or not bool((steps > 0).all()):
             raise ValueError(f"h must be positive and finite, got h = {h}")

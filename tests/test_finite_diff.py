@@ -322,6 +322,14 @@ def test_bad_steps_are_rejected(h):
             method(smooth, x, h=h)
 
 
+@pytest.mark.parametrize("h", [1e-6j, torch.tensor([1e-6 + 0j, 1e-6 + 0j])])
+def test_complex_steps_are_rejected_rather_than_cut_to_their_real_part(h):
+    x = torch.ones(2, dtype=F64)
+    for method in (forward_difference, central_difference, complex_step):
+        with pytest.raises(TypeError, match="h must be"):
+            method(smooth, x, h=h)
+
+
 def test_a_step_below_the_floating_point_spacing_is_rejected():
     with pytest.raises(ValueError, match="too small"):
         forward_difference(smooth, torch.ones(2, dtype=torch.float32), h=1e-9)
