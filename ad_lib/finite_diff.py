@@ -274,6 +274,11 @@ def _difference_quotients(
     x = _check_point(x)
     if batched is None:
         batched = bool(getattr(f, "accepts_batch", False))
+    elif not batched and isinstance(f, EvaluationCounter) and f.accepts_batch:
+        raise ValueError(
+            "batched=False with an EvaluationCounter of a batch-marked f: the counter would count each "
+            "single-point call as a batch; count an f without the accepts_batch mark instead"
+        )
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     steps = _steps(x, h, method)

@@ -330,6 +330,12 @@ def test_complex_steps_are_rejected_rather_than_cut_to_their_real_part(h):
             method(smooth, x, h=h)
 
 
+def test_a_counter_of_a_batched_f_refuses_to_be_called_point_by_point():
+    counted = EvaluationCounter(accepts_batch(lambda v: (v**2).sum(-1)))
+    with pytest.raises(ValueError, match="batched=False with an EvaluationCounter"):
+        forward_difference(counted, torch.ones(3, dtype=F64), batched=False)
+
+
 def test_a_step_below_the_floating_point_spacing_is_rejected():
     with pytest.raises(ValueError, match="too small"):
         forward_difference(smooth, torch.ones(2, dtype=torch.float32), h=1e-9)
