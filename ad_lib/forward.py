@@ -87,6 +87,21 @@ def _check_floating(x, name: str):
         raise TypeError(f"{name} must be floating-point to be differentiated, got {value.dtype}")
 
 
+def check_tangent(primal, tangent, primal_name: str, tangent_name: str) -> None:
+    """Refuse a tangent whose shape, dtype or device differs from its primal's, naming both arguments."""
+    if shape(tangent) != shape(primal):
+        raise ValueError(
+            f"{tangent_name} has shape {tuple(shape(tangent))} but {primal_name} has shape {tuple(shape(primal))}; "
+            f"{tangent_name} must have the shape of {primal_name}"
+        )
+    rp, rt = ops.raw(primal), ops.raw(tangent)
+    if isinstance(rp, torch.Tensor) and isinstance(rt, torch.Tensor) and (rt.dtype, rt.device) != (rp.dtype, rp.device):
+        raise ValueError(
+            f"{tangent_name} has dtype {rt.dtype} on {rt.device} but {primal_name} has dtype {rp.dtype} on "
+            f"{rp.device}; {tangent_name} must have the dtype and device of {primal_name}"
+        )
+
+
 def _plain_tangent(out, level):
     """The tangent of an output at this level: zero if the output does not depend on the inputs."""
     if isinstance(out, Dual) and out._level == level:
@@ -115,17 +130,7 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
     for i, (p, t) in enumerate(zip(primals, tangents)):
         p, t = _as_tensor(p, "primals"), _as_tensor(t, "tangents")
         _check_floating(p, f"primals[{i}]")
-        if shape(p) != shape(t):
-            raise ValueError(
-                f"tangents[{i}] has shape {tuple(shape(t))} but primals[{i}] has shape {tuple(shape(p))}; "
-                "each tangent must have the shape of its primal"
-            )
-        rp, rt = ops.raw(p), ops.raw(t)
-        if isinstance(rp, torch.Tensor) and isinstance(rt, torch.Tensor) and (rt.dtype, rt.device) != (rp.dtype, rp.device):
-            raise ValueError(
-                f"tangents[{i}] has dtype {rt.dtype} on {rt.device} but primals[{i}] has dtype {rp.dtype} on "
-                f"{rp.device}; each tangent must have the same dtype and device as its primal"
-            )
+        check_tangent(p, t, f"primals[{i}]", f"tangents[{i}]")
         inputs.append(Dual(p, t, level))
     out = f(*inputs)
     if isinstance(out, (tuple, list)):

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 
 from ad_lib import ops
-from ad_lib.forward import jvp as forward_jvp  # chapter 3's forward mode, for hvp
+from ad_lib.forward import check_tangent, jvp as forward_jvp  # chapter 3's forward mode, for hvp
 from ad_lib.ops import Box, new_level, shape
 
 __all__ = ["Value", "Traced", "vjp", "grad", "jacrev", "hvp"]
@@ -419,12 +419,5 @@ def hvp(f: Callable, x, v):
     section "Second order"). Costs a small multiple of one gradient, and never
     forms the Hessian. ``v`` must have the shape, dtype and device of ``x``.
     """
-    rx, rv = ops.raw(x), ops.raw(v)
-    if shape(v) != shape(x):
-        raise ValueError(f"v has shape {tuple(shape(v))} but x has shape {tuple(shape(x))}; v must have the shape of x")
-    if isinstance(rx, torch.Tensor) and isinstance(rv, torch.Tensor) and (rv.dtype, rv.device) != (rx.dtype, rx.device):
-        raise ValueError(
-            f"v has dtype {rv.dtype} on {rv.device} but x has dtype {rx.dtype} on {rx.device}; "
-            "v must have the dtype and device of x"
-        )
+    check_tangent(x, v, "x", "v")
     return forward_jvp(grad(f), (x,), (v,))[1]

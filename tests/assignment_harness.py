@@ -41,6 +41,7 @@ def complex_step_verdicts():
 '''
 ZIPPED = "zipped"  # the pipeline's student who hands in a zip file STUDENT__ASSIGNMENT.zip
 
+
 def cases(assignment):
     return importlib.import_module(f"assignment_cases.a{assignment}")
 
@@ -61,18 +62,18 @@ def nbgrader(course: pathlib.Path, *args: str, check: bool = True) -> subprocess
     return run([sys.executable, "-m", "nbgrader", *args], course, check)
 
 
+# the steps of the cycle, as the README's table names them
+STEPS = {"release": "make the student release of one assignment", "release all": "make the releases of all assignments",
+         "collect": "collect the submissions", "autograde": "grade them", "export": "export the grades",
+         "feedback": "write the feedback"}
+
+
 def readme_commands() -> dict:
     """The instructor's commands, as the README's table gives them: {step: command}."""
     section = (ROOT / "README.md").read_text().split("## For instructors", 1)[1].split("\n## ", 1)[0]
     commands = dict(re.findall(r"^\| ([^|`]+?) \| `([^`]+)` \|$", section, flags=re.M))
     assert set(commands) == set(STEPS.values()), f"the README's instructor commands changed: {sorted(commands)}"
     return commands
-
-
-# the steps of the cycle, as the README's table names them
-STEPS = {"release": "make the student release of one assignment", "release all": "make the releases of all assignments",
-         "collect": "collect the submissions", "autograde": "grade them", "export": "export the grades",
-         "feedback": "write the feedback"}
 
 
 def instructor(course: pathlib.Path, step: str, assignment: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -40,9 +40,10 @@ def test_1_the_release_has_no_solution_and_no_hidden_test(course):
     for cell in course["source"].cells:
         for begin, end in (("### BEGIN SOLUTION", "### END SOLUTION"), ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")):
             for block in re.findall(re.escape(begin) + r"(.*?)" + re.escape(end), cell.source, flags=re.S):
-                secret_lines |= {line.strip() for line in block.splitlines() if len(line.strip()) > 12}
+                lines = {line.strip() for line in block.splitlines() if len(line.strip()) > 12}
+                secret_lines |= lines
                 if "HIDDEN" in begin:
-                    hidden_lines |= {line.strip() for line in block.splitlines() if len(line.strip()) > 12}
+                    hidden_lines |= lines
     # the model answers of the written explanations (markdown cells graded by hand) are replaced whole
     explanations = manual_cells(course["source"])
     assert explanations, "every assignment asks for at least one explanation graded by hand"
