@@ -359,7 +359,7 @@ _GRADIENT_DOC = """
         accuracy), on any device.
     h:
         the step: a positive number, a tensor broadcastable to ``x``, or
-        ``None`` for {default}.
+        ``None`` for ``{default}``.
     batched:
         override ``f``'s ``accepts_batch`` mark.
     chunk_size:

@@ -4,7 +4,7 @@ A dual number ``x + eps x'`` with ``eps^2 = 0`` carries a value and a tangent.
 Running a program on dual numbers pushes the tangent forward through every
 primitive with its forward partial (its JVP rule, :mod:`ad_lib.ops`), so that
 ``f(x + eps v) = f(x) + eps J_f(x) v``: one pass gives one Jacobian-vector
-product (chapter 3, eq. (3.2)). A gradient of ``f: R^p -> R`` therefore costs
+product (chapter 3, section "Dual numbers", :eq:`eq-dual-extension`). A gradient of ``f: R^p -> R`` therefore costs
 ``p`` passes, one per input direction.
 
 Perturbation confusion
@@ -14,7 +14,7 @@ Each call of :func:`jvp` tags its dual numbers with a fresh *level*
 levels handles the most recent one first and treats the others as constants,
 so the tangents of nested derivatives never mix: ``d/dx [x * d/dy (x + y)]``
 at ``x = y = 1`` is 1, as it should be, not 2 (chapter 3, section
-"Nested derivatives").
+"Nested derivatives and perturbation confusion").
 """
 
 from __future__ import annotations

@@ -235,27 +235,27 @@ def MISSING(*args, **params):  # pragma: no cover - never called: interpreters c
 class Primitive:
     """An elementary operation with its value and, per input, its forward and reverse partials.
 
+    A rule that has not been written is :data:`MISSING`; differentiating
+    through it raises ``NotImplementedError`` naming the primitive.
+
     Parameters
     ----------
-    name:
+    name
         the operation's name, as it appears in graphs and traces.
-    value:
+    value
         ``value(*inputs, **params)``: the result on plain tensors.
-    jvp:
+    jvp
         one entry per input: ``jvp_i(t, out, *inputs, **params)`` returns the
         contribution ``(d out / d x_i) t`` of a tangent ``t`` of input ``i`` to
         the tangent of the output, or ``None`` where the output does not depend
         on that input differentiably.
-    vjp:
+    vjp
         one entry per input: ``vjp_i(g, out, *inputs, **params)`` returns the
         cotangent ``(d out / d x_i)^T g`` of input ``i``, shaped like that input,
         or ``None`` as above.
-    params:
+    params
         the names of the primitive's non-differentiable parameters (a shape, a
         dimension), which may follow the inputs by position.
-
-    A rule that has not been written is :data:`MISSING`; differentiating
-    through it raises ``NotImplementedError`` naming the primitive.
     """
 
     def __init__(self, name: str, value: Callable, jvp: Sequence[Rule], vjp: Sequence[Rule], params: Sequence[str] = ()):

@@ -12,7 +12,7 @@ Two implementations of the same idea.
    :mod:`ad_lib.ops` is run on :class:`Traced` values, each primitive appends
    a node to the tape, and the reverse sweep applies the primitives' reverse
    partials (VJP rules) from the last node to the first, summing the adjoints
-   that reach a node from its several children (chapter 4, eq. (4.2)). One
+   that reach a node from its several children (chapter 4, :eq:`eq-reverse-recursion`). One
    sweep gives the whole gradient of a scalar function, for a few times the
    cost of evaluating it: the "cheap gradient principle".
 
@@ -416,7 +416,7 @@ def hvp(f: Callable, x, v):
 
     The gradient is computed by a reverse sweep run on dual numbers whose
     tangent is ``v``; the tangent of the gradient is ``H v`` (chapter 4,
-    section "Second order"). Costs a small multiple of one gradient, and never
+    section "Second order: Hessian-vector products"). Costs a small multiple of one gradient, and never
     forms the Hessian. ``v`` must have the shape, dtype and device of ``x``.
     """
     check_tangent(x, v, "x", "v")
