@@ -1,42 +1,71 @@
-"""The HTML book builds with warnings as errors, and a failing cell fails the build.
+"""The HTML book: it builds, it works offline in a real browser, on a desktop and on a phone.
 
-The notebooks are executed once in the test suite, by nbval (see
-pyproject.toml). Building the book executes them again, so here the book is
-built with execution switched off: this checks the table of contents, the
-cross-references, the equations, the citations and the exercise and proof
-blocks, everything except the outputs. The README's build command executes
-every notebook. A separate small book checks that a notebook cell that raises
-makes the build fail under the book's own configuration.
+The book is built once, as the README's build command builds it (every
+notebook executed, warnings as errors), into a temporary folder. Then:
+
+- its pages are checked as files: the table of contents, cross-references,
+  exercises with folded solutions, citations, the library reference (one page
+  per module of ad_lib), the course download, and no page that loads anything
+  from the network;
+- a headless Chromium with the network switched off (tests/browser.py) opens
+  every page from ``file://`` and asserts that the mathematics is typeset by
+  the book's own MathJax with no error and no raw LaTeX left, that every
+  internal link and anchor resolves, that the solutions open, that no widget
+  is shown dead, that the console has no error, that every figure has alt
+  text and is shown at its natural size (so its text stays as large as the
+  body's), and that the menu and the page contents open at 400 px and the
+  sidebar collapses at 1280 px. Screenshots of a chapter at both widths are
+  kept in ``_build/test-artifacts/``. Without a browser these tests skip with
+  the command that installs one; ``.ci/run`` installs it, so CI runs them.
+
+To rerun these checks on a book built before, set ``AD_BOOK_HTML`` to its
+``_build/html`` folder. A separate small book checks that a cell that raises fails the build under
+the book's own configuration.
 """
 
 import json
+import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import time
+import zipfile
 
 import pytest
 import yaml
 
+import browser
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "_build" / "test-artifacts"
 # the jupyter-book command installed next to this Python
 JUPYTER_BOOK = [shutil.which("jupyter-book", path=str(pathlib.Path(sys.executable).parent)) or "jupyter-book"]
 
 pytestmark = pytest.mark.slow
 
 
-def _build(source: pathlib.Path, output: pathlib.Path, config: pathlib.Path) -> subprocess.CompletedProcess:
-    command = [*JUPYTER_BOOK, "build", str(source), "--path-output", str(output), "--config", str(config),
-               "--warningiserror", "--keep-going"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+def _build(source: pathlib.Path, output: pathlib.Path) -> subprocess.CompletedProcess:
+    """The README's build command, writing into ``output``."""
+    command = [*JUPYTER_BOOK, "build", str(source), "--path-output", str(output), "--warningiserror", "--keep-going"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=3000)
 
 
-def _config_with(tmp_path: pathlib.Path, execute_notebooks: str) -> pathlib.Path:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = execute_notebooks
-    path = tmp_path / "_config.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> pathlib.Path:
+    if os.environ.get("AD_BOOK_HTML"):  # while working on the tests: a book built before, _build/html
+        return pathlib.Path(os.environ["AD_BOOK_HTML"]).resolve()
+    out = tmp_path_factory.mktemp("book")
+    start = time.perf_counter()
+    result = _build(ROOT, out)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    print(f"\nthe book built in {time.perf_counter() - start:.0f} s")
+    return out / "_build" / "html"
+
+
+def _pages(html: pathlib.Path) -> list:
+    return sorted(p for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts)
 
 
 def test_the_configuration_executes_every_notebook_and_stops_on_errors():
@@ -46,21 +75,90 @@ def test_the_configuration_executes_every_notebook_and_stops_on_errors():
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
 
 
-def test_the_book_builds_with_warnings_as_errors(tmp_path):
-    result = _build(ROOT, tmp_path / "out", _config_with(tmp_path, "off"))
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    html = tmp_path / "out" / "_build" / "html"
-    chapter = (html / "chapters" / "01_finite_differences.html").read_text()
-    assert (html / "intro.html").exists() and (html / "bibliography.html").exists()
-    for page in sorted((html / "chapters").glob("*.html")):
+def test_the_book_builds_with_warnings_as_errors(book):
+    chapter = (book / "chapters" / "01_finite_differences.html").read_text()
+    assert (book / "intro.html").exists() and (book / "bibliography.html").exists()
+    for page in sorted((book / "chapters").glob("*.html")):
         text = page.read_text()
         assert "math notranslate" in text, page.name  # equations rendered for MathJax
         assert text.count('class="exercise admonition"') >= 3, page.name  # sphinx-exercise blocks...
         assert text.count('class="solution dropdown admonition"') >= 3, page.name  # ...with folded solutions
         assert 'href="../bibliography.html#id' in text, page.name  # citations resolved to entries
         assert 'href="../assignments.html#assignment-' in text, page.name  # the link to its assignment
+        assert "<figcaption>" in text, page.name  # numbered figures with captions
+        assert "mybinder.org/v2/gh/" in text, page.name  # a launch button
     assert 'class="proof proposition admonition"' in chapter  # a sphinx-proof proposition
     assert "prop-fd-error" in chapter
+
+
+def test_the_repository_address_is_set_in_one_place(book):
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert url.startswith("https://")
+    page = (book / "chapters" / "02_computational_graphs.html").read_text()
+    assert f'href="{url}"' in page  # the repository button
+    assert url.split("github.com/", 1)[1] in page.split("mybinder.org/v2/gh/", 1)[1][:200]  # Binder builds it
+    assert "`repository: url:` in `_config.yml`" in (ROOT / "README.md").read_text()  # where a course changes it
+
+
+def test_no_page_loads_anything_from_the_network(book):
+    assert (book / "_static" / "mathjax" / "tex-chtml.js").exists()  # the book's own MathJax
+    for page in _pages(book):
+        text = page.read_text()
+        # scripts, style sheets, images and frames (links to other sites are fine: a reader follows them or not)
+        loads = re.findall(r'<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)="((?:https?:)?//[^"]+)"', text)
+        assert not loads, f"{page.relative_to(book)} loads {loads[:3]}"
+
+
+def test_the_library_reference_has_a_page_per_module(book):
+    modules = sorted(p.stem for p in (ROOT / "ad_lib").glob("*.py") if not p.stem.startswith("_"))
+    toc = (ROOT / "_toc.yml").read_text()
+    for module in modules:
+        assert f"file: reference/{module}" in toc, f"ad_lib.{module} has no page in the library reference"
+        page = (book / "reference" / f"{module}.html").read_text()
+        assert f'id="module-ad_lib.{module}"' in page, module  # generated by autodoc
+    # every public function of ad_lib.reverse is documented, and its chapter is a link
+    reverse = (book / "reference" / "reverse.html").read_text()
+    for name in ("vjp", "grad", "jacrev", "hvp", "Value"):
+        assert f'id="ad_lib.reverse.{name}"' in reverse, name
+    assert re.search(r'<a class="reference external" href="\.\./chapters/04_reverse_mode\.html#[a-z-]+">chapter 4, section',
+                     reverse), "the docstrings' citations of a section are links to it"
+
+
+def test_the_course_download_holds_what_a_reader_needs_offline(book, tmp_path):
+    preface = (book / "intro.html").read_text()
+    link = re.search(r'href="(_downloads/[^"]+/ad-course\.zip)"', preface)
+    assert link, "the preface links the course download"
+    archive = book / link.group(1)
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path)
+    top = tmp_path / "ad-course"
+    chapters = sorted(p.name for p in (ROOT / "chapters").glob("*.ipynb"))
+    assignments = sorted(p.name for p in (ROOT / "exercises" / "source").glob("*/*.ipynb"))
+    for name in ["README.md", "requirements.txt", "pyproject.toml", "chapters/matplotlibrc",
+                 *(f"chapters/{c}" for c in chapters), *(f"assignments/{a}" for a in assignments),
+                 *(f"ad_lib/{p.name}" for p in (ROOT / "ad_lib").glob("*.py"))]:
+        assert f"ad-course/{name}" in names, name
+    assert "-e ." in (top / "requirements.txt").read_text()  # pip install -r requirements.txt installs ad_lib
+    # the student releases: no solution, no hidden test, no model answer
+    for a in assignments:
+        text = (top / "assignments" / a).read_text()
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+            assert marker not in text, (a, marker)
+        assert "raise NotImplementedError()" in text, a
+    # the library imports from the download alone, and every module a chapter imports is in it
+    probe = ("import ad_lib, json, sys; print(json.dumps([ad_lib.__file__, sorted(m for m in sys.modules "
+             "if m.startswith('ad_lib'))]))")
+    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(top)!r}); {probe}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    where, loaded = json.loads(result.stdout)
+    assert pathlib.Path(where).is_relative_to(top)
+    for chapter in chapters:
+        source = (ROOT / "chapters" / chapter).read_text()
+        for module in set(re.findall(r"ad_lib\.(\w+)", source)):
+            if (ROOT / "ad_lib" / f"{module}.py").exists():
+                assert f"ad_lib.{module}" in loaded, (chapter, module)
 
 
 def test_a_failing_cell_fails_the_build(tmp_path):
@@ -81,7 +179,139 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     }
     (book / "broken.ipynb").write_text(json.dumps(notebook))
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    # the book's own extensions, found where they are
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
     (book / "_config.yml").write_text(yaml.safe_dump(config))
-    result = _build(book, tmp_path / "out", book / "_config.yml")
+    result = _build(book, tmp_path / "out")
     assert result.returncode != 0
     assert "this cell fails" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------
+# In a real browser, offline
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    found = browser.find_browser()
+    if found is None:
+        if os.environ.get("AD_REQUIRE_BROWSER"):  # set by .ci/run, which installs the browser
+            pytest.fail(browser.INSTALL_HINT)
+        pytest.skip(browser.INSTALL_HINT)
+    session = browser.start(*found)
+    yield session
+    session.quit()
+
+
+def _open(session, page: pathlib.Path, width: int):
+    session.set_window_size(width, 900)
+    session.get(page.as_uri())
+    state = session.execute_async_script(browser.WAIT_FOR_MATHJAX)
+    assert state in ("typeset", "absent"), f"{page.name}: MathJax {state}"
+    return state
+
+
+def test_every_page_reads_offline(book, chromium):
+    problems = {}
+    formulas = 0
+    for page in _pages(book):
+        name = str(page.relative_to(book))
+        state = _open(chromium, page, 1280)
+        report = chromium.execute_script(browser.PAGE_REPORT)
+        found = []
+        formulas += report["maths"]
+        if report["maths"] and state != "typeset":
+            found.append("formulas but no MathJax")
+        if report["untypeset"]:
+            found.append(f"{len(report['untypeset'])} formulas not typeset: {report['untypeset'][:2]}")
+        if report["mathErrors"]:
+            found.append(f"MathJax errors: {report['mathErrors']}")
+        if report["raw"]:
+            found.append(f"raw LaTeX in the text: {report['raw'][:2]}")
+        if report["widgets"] or report["widgetErrors"]:
+            found.append(f"a dead widget: {report['widgets'][:2]}")
+        if report["external"]:
+            found.append(f"loads from the network: {report['external'][:3]}")
+        broken = browser.broken_links(report["links"], book)
+        if broken:
+            found.append(f"{len(broken)} broken internal links: {broken[:3]}")
+        for image in report["images"]:
+            if not image["loaded"]:
+                found.append(f"image not loaded: {image['src']}")
+            elif not image["alt"].strip():
+                found.append(f"image without alt text: {image['src']}")
+            elif image["shown"] < 0.95 * image["natural"]:  # shrunk: its text would be smaller than the body's
+                found.append(f"figure shrunk from {image['natural']} to {image['shown']:.0f} px: {image['src']}")
+        if report["dropdowns"]:
+            stuck = chromium.execute_script(browser.OPEN_DROPDOWNS)
+            if stuck:
+                found.append(f"dropdowns that do not open: {stuck[:3]}")
+        errors = browser.console_errors(chromium)
+        if errors:
+            found.append(f"console errors: {errors[:3]}")
+        if found:
+            problems[name] = found
+        if name == "chapters/02_computational_graphs.html":
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            chromium.save_screenshot(str(ARTIFACTS / "chapter-02-1280.png"))
+    assert not problems, json.dumps(problems, indent=1)[:6000]
+    assert formulas > 500, f"only {formulas} formulas in the whole book: is the mathematics still there?"
+
+
+def test_the_menu_and_the_page_contents_open_on_a_phone(book, chromium):
+    problems = {}
+    for page in _pages(book):
+        name = str(page.relative_to(book))
+        _open(chromium, page, 400)
+        found = []
+        toc_link = 'nav.bd-links a[href$="intro.html"], nav.bd-links a[href="#"]'
+        if chromium.execute_script(browser.IN_VIEW, toc_link):
+            found.append("the menu is open before it is asked for")
+        buttons = browser.visible_buttons(chromium, ".primary-toggle")
+        if len(buttons) != 1:
+            found.append(f"{len(buttons)} visible menu buttons")
+        else:
+            buttons[0].click()
+            time.sleep(0.4)
+            if not chromium.execute_script(browser.IN_VIEW, toc_link):
+                found.append("the menu button does not open the menu")
+            browser.press_escape(chromium)
+            time.sleep(0.4)
+            if chromium.execute_script(browser.IN_VIEW, toc_link):
+                found.append("the menu does not close")
+        if chromium.find_elements("css selector", ".bd-sidebar-secondary .bd-toc-nav a"):  # a page with sections
+            secondary = browser.visible_buttons(chromium, ".secondary-toggle")
+            if len(secondary) != 1:
+                found.append(f"{len(secondary)} visible page-contents buttons")
+            else:
+                secondary[0].click()
+                time.sleep(0.4)
+                if not chromium.execute_script(browser.IN_VIEW, ".bd-sidebar-secondary .bd-toc-nav a"):
+                    found.append("the page-contents button does not open them")
+                browser.press_escape(chromium)
+                time.sleep(0.4)
+        errors = browser.console_errors(chromium)
+        if errors:
+            found.append(f"console errors: {errors[:3]}")
+        if found:
+            problems[name] = found
+        if name == "chapters/02_computational_graphs.html":
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            chromium.save_screenshot(str(ARTIFACTS / "chapter-02-400.png"))
+    assert not problems, json.dumps(problems, indent=1)[:6000]
+
+
+def test_the_sidebar_collapses_on_a_desktop(book, chromium):
+    page = book / "chapters" / "03_forward_mode.html"
+    _open(chromium, page, 1280)
+    toc_link = 'nav.bd-links a[href$="intro.html"]'
+    assert chromium.execute_script(browser.IN_VIEW, toc_link), "the sidebar is shown at 1280 px"
+    button, = browser.visible_buttons(chromium, ".primary-toggle")
+    button.click()
+    time.sleep(0.4)
+    assert not chromium.execute_script(browser.IN_VIEW, toc_link), "the menu button collapses the sidebar"
+    button.click()
+    time.sleep(0.4)
+    assert chromium.execute_script(browser.IN_VIEW, toc_link), "and brings it back"
+    assert not browser.console_errors(chromium)
