@@ -66,7 +66,10 @@ class Dual(Box):
             rule = primitive.forward_rule(i)
             if rule is None:  # the output does not depend on this input differentiably
                 continue
-            contribution = ops.apply_rule(primitive, "forward", i, rule, a.tangent, out, primals, params)
+            if ops._anomaly is None:  # outside detect_anomaly: the rule itself, one flag test
+                contribution = rule(a.tangent, out, *primals, **params)
+            else:
+                contribution = ops.apply_rule(primitive, "forward", i, rule, a.tangent, out, primals, params)
             tangent = contribution if tangent is None else ops.add(tangent, contribution)
         if tangent is None:
             return out
@@ -170,7 +173,7 @@ def derivative(f: Callable) -> Callable:
     ``torch.func.vmap(derivative(f))(points)``; for a function of a vector,
     :func:`jacfwd` or :func:`ad_lib.reverse.grad`. Derivatives nest:
     ``derivative(derivative(f))`` is ``f''`` (chapter 3, section "Nested
-    derivatives").
+    derivatives and perturbation confusion").
     """
     if not callable(f):
         raise TypeError(f"f must be a callable, got {type(f).__name__}")

@@ -349,6 +349,9 @@ class StandIn:
     __slots__ = ("shape", "dtype", "device")
 
     def __init__(self, value):
+        if type(value) is torch.Tensor:  # the common case, fast
+            self.shape, self.dtype, self.device = value.shape, value.dtype, value.device
+            return
         self.shape = shape(value)
         plain = raw(value)
         self.dtype = _dtype_of(plain)
@@ -386,8 +389,10 @@ def detect_anomaly():
     ``torch.autograd.detect_anomaly`` does for PyTorch. Outside the block
     each primitive pays one test of a module-level flag. Under the mode,
     ``jacfwd`` and ``jacrev`` run their passes one by one instead of through
-    ``torch.func.vmap``, whose batched values cannot be inspected. Chapter 4,
-    section "Checking gradients against PyTorch".
+    ``torch.func.vmap``, whose batched values cannot be inspected. The book
+    has no section on the mode itself; the rules it checks are those of
+    chapter 3, section "The forward recursion", and chapter 4, section "The
+    reverse recursion".
     """
     global _anomaly
     previous, _anomaly = _anomaly, []

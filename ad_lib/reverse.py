@@ -287,7 +287,10 @@ def _reverse_sweep(output: Node, cotangent) -> dict:
             continue
         for i, parent in node.parents:
             rule = node.primitive.reverse_rule(i)
-            contribution = ops.apply_rule(node.primitive, "reverse", i, rule, g, node.value, node.inputs, node.params)
+            if ops._anomaly is None:  # outside detect_anomaly: the rule itself, one flag test
+                contribution = rule(g, node.value, *node.inputs, **node.params)
+            else:
+                contribution = ops.apply_rule(node.primitive, "reverse", i, rule, g, node.value, node.inputs, node.params)
             if contribution is None:
                 continue
             previous = adjoints.get(id(parent))

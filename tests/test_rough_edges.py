@@ -353,8 +353,9 @@ def test_measured_optimal_step_refuses_steps_not_evenly_spaced_in_log10():
         finite_diff.measured_optimal_step(torch.linspace(1e-3, 1.0, 20, dtype=F64), errors)
     with pytest.raises(ValueError, match="increasing"):
         finite_diff.measured_optimal_step(torch.logspace(0, -3, 20, dtype=F64), errors)
-    for dtype in (torch.float32, F64):  # torch.logspace passes in either precision
+    for dtype in (torch.float32, F64):  # torch.logspace passes in either precision, and float32 steps made float64
         finite_diff.measured_optimal_step(torch.logspace(-12, 0, 200, dtype=dtype), torch.ones(200, dtype=dtype))
+    finite_diff.measured_optimal_step(torch.logspace(-7, 0, 141, dtype=torch.float32).double(), torch.ones(141, dtype=F64))
 
 
 # ---------------------------------------------------------------------------
