@@ -207,6 +207,36 @@ def _steps(x: torch.Tensor, h: Step, method: Method) -> torch.Tensor:
     return steps
 
 
+def _check_precision(F: torch.Tensor, input_dtype: torch.dtype, name: str) -> None:
+    """Refuse values of f rounded more coarsely than its input (a float32 f of a float64 x)."""
+    if (F.is_floating_point() or F.is_complex()) and torch.finfo(F.dtype).eps > torch.finfo(input_dtype).eps:
+        raise ValueError(
+            f"f returned {F.dtype} for an input in {input_dtype}: its values are rounded more coarsely than {name}, "
+            f"so the differences would carry {F.dtype}'s rounding error; compute f in {input_dtype} "
+            "(no casts to a lower precision inside f)"
+        )
+
+
+def _check_finite_values(F: torch.Tensor, where: Callable[[int], str], advice: str) -> None:
+    """Refuse NaN or infinite values of f; ``F`` has one row per point, ``where(row)`` names the point."""
+    bad = ~torch.isfinite(F)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad.reshape(F.shape[0], -1).any(dim=1))[0])
+        raise ValueError(f"f is not finite at {where(row)}: the point may lie outside f's domain; {advice}")
+
+
+def _check_log_spaced(steps: torch.Tensor, name: str = "steps") -> None:
+    """Refuse steps that are not increasing and evenly spaced in log10 (as from ``torch.logspace``)."""
+    if steps.numel() < 3 or not bool((steps > 0).all()) or not bool((steps[1:] > steps[:-1]).all()):
+        raise ValueError(f"{name} must be positive and increasing, at least 3 of them")
+    gaps = torch.diff(torch.log10(steps.double()))
+    if float(gaps.max() - gaps.min()) > 1e-3 * float(gaps.mean()):  # leaves room for steps rounded to float32
+        raise ValueError(
+            f"{name} must be evenly spaced in log10 (as from torch.logspace): the gaps between consecutive "
+            f"log10 steps range from {float(gaps.min()):.4g} to {float(gaps.max()):.4g}"
+        )
+
+
 # ---------------------------------------------------------------------------
 # The engine: evaluate f at the perturbed points and form the quotients
 # ---------------------------------------------------------------------------
@@ -317,22 +347,13 @@ def _difference_quotients(
             "f returned a real tensor for a complex input: the complex step needs f written with operations "
             "that carry complex numbers through (no abs, no .real, no comparisons, no casts to float)"
         )
-    if F.is_floating_point() or F.is_complex():
-        if torch.finfo(F.dtype).eps > torch.finfo(base.dtype).eps:
-            raise ValueError(
-                f"f returned {F.dtype} for an input in {base.dtype}: its values are rounded more coarsely than x, "
-                f"so the differences would carry {F.dtype}'s rounding error; compute f in {base.dtype} "
-                "(no casts to a lower precision inside f)"
-            )
-    bad = ~torch.isfinite(F)
-    if bool(bad.any()):
-        row = int(torch.nonzero(bad.reshape(n_rows, -1).any(dim=1))[0])
+    _check_precision(F, base.dtype, "x")
+
+    def where(row):
         i = int(coordinate[row])
-        raise ValueError(
-            f"f is not finite at {_describe_row(method, i, int(sign[row]))}"
-            + ("" if i < 0 else f" (step h = {flat_h[i].item():.3g})")
-            + ": the point may lie outside f's domain; try a smaller h or another method"
-        )
+        return _describe_row(method, i, int(sign[row])) + ("" if i < 0 else f" (step h = {flat_h[i].item():.3g})")
+
+    _check_finite_values(F, where, "try a smaller h or another method")
 
     shape = (p,) + (1,) * (F.dim() - 1)
     if method == "forward":
@@ -406,9 +427,9 @@ def complex_step(f, x: torch.Tensor, h: float = 1e-20, *, batched=None, chunk_si
 
 
 for _fn, _default in (
-    (forward_difference, "sqrt(eps) * max(1, |x_i|)"),
-    (central_difference, "eps^(1/3) * max(1, |x_i|)"),
-    (complex_step, "1e-20"),
+    (forward_difference, "``sqrt(eps) * max(1, |x_i|)``"),
+    (central_difference, "``eps^(1/3) * max(1, |x_i|)``"),
+    (complex_step, "``1e-20``"),
 ):
     _fn.__doc__ += _GRADIENT_DOC.format(default=_default)
 
@@ -441,7 +462,9 @@ def derivative_estimates(f, x: float, steps: torch.Tensor, method: Method) -> to
     number, and ``steps`` is a 1-D tensor of positive steps whose dtype sets the
     precision of the computation. Unlike the gradient functions, the steps are
     used as given (no rounding to representable steps), so that the figure
-    shows exactly what the textbook formulas compute in floating point.
+    shows exactly what the textbook formulas compute in floating point. As
+    the gradient functions do, it refuses an ``f`` that returns NaN or
+    infinity, or that computes in a lower precision than the steps.
 
     Returns a tensor shaped like ``steps``.
     """
@@ -456,17 +479,20 @@ def derivative_estimates(f, x: float, steps: torch.Tensor, method: Method) -> to
     dtype = _complex_dtype(steps.dtype, "steps") if method == "complex" else steps.dtype
     x0 = torch.full_like(steps, float(x))
 
-    def call(points):
+    def call(points, label):
         out = _as_output(f(points), "the points x + h", points)
         if out.shape != points.shape:
             raise ValueError(f"f must act elementwise: input shape {tuple(points.shape)}, output shape {tuple(out.shape)}")
+        # the checks of the gradient functions, by the same helpers
+        _check_precision(out, points.dtype, "the steps")
+        _check_finite_values(out, lambda row: f"{label} with h = {steps[row].item():.3g}", "use smaller steps")
         return out
 
     if method == "forward":
-        return (call(x0 + steps) - call(x0)) / steps
+        return (call(x0 + steps, "x + h") - call(x0, "x")) / steps
     if method == "central":
-        return (call(x0 + steps) - call(x0 - steps)) / (2 * steps)
-    out = call(x0.to(dtype) + 1j * steps.to(dtype))
+        return (call(x0 + steps, "x + h") - call(x0 - steps, "x - h")) / (2 * steps)
+    out = call(x0.to(dtype) + 1j * steps.to(dtype), "x + i h")
     if not out.is_complex():
         raise ValueError("f returned a real tensor for a complex input; the complex step needs complex-safe f")
     return out.imag / steps
@@ -510,15 +536,15 @@ def measured_optimal_step(steps: torch.Tensor, errors: torch.Tensor, decades: fl
     ``decades`` decades of ``h``, and the minimum of the smoothed curve is
     returned (its step, and the median error there; the middle of the lowest
     plateau when the median is flat at the bottom). ``steps`` must be
-    increasing and evenly spaced in ``log10``, as from ``torch.logspace``.
+    increasing and evenly spaced in ``log10``, as from ``torch.logspace``
+    (the window is counted in steps; a ``ValueError`` otherwise).
     Chapter 1, section "Truncation against rounding".
     """
     if not (isinstance(steps, torch.Tensor) and isinstance(errors, torch.Tensor)):
         raise TypeError("steps and errors must be tensors")
     if steps.dim() != 1 or steps.shape != errors.shape:
         raise ValueError(f"steps and errors must be 1-D of the same length, got {tuple(steps.shape)} and {tuple(errors.shape)}")
-    if steps.numel() < 3 or not bool((steps > 0).all()) or not bool((steps[1:] > steps[:-1]).all()):
-        raise ValueError("steps must be positive and increasing, at least 3 of them")
+    _check_log_spaced(steps)
     if not bool(torch.isfinite(errors).all()) or bool((errors < 0).any()):
         raise ValueError("errors must be finite and non-negative")
     log_h = torch.log10(steps.double())

@@ -19,6 +19,8 @@ at ``x = y = 1`` is 1, as it should be, not 2 (chapter 3, section
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 from typing import Callable, Sequence
 
@@ -64,7 +66,10 @@ class Dual(Box):
             rule = primitive.forward_rule(i)
             if rule is None:  # the output does not depend on this input differentiably
                 continue
-            contribution = rule(a.tangent, out, *primals, **params)
+            if ops._anomaly is None:  # outside detect_anomaly: the rule itself, one flag test
+                contribution = rule(a.tangent, out, *primals, **params)
+            else:
+                contribution = ops.apply_rule(primitive, "forward", i, rule, a.tangent, out, primals, params)
             tangent = contribution if tangent is None else ops.add(tangent, contribution)
         if tangent is None:
             return out
@@ -102,10 +107,19 @@ def check_tangent(primal, tangent, primal_name: str, tangent_name: str) -> None:
         )
 
 
-def _plain_tangent(out, level):
-    """The tangent of an output at this level: zero if the output does not depend on the inputs."""
+def _plain_tangent(out, level, what: str = "f"):
+    """The tangent of an output at this level: zero if the output does not depend on the inputs.
+
+    A Python number (a constant function) has the tangent ``0.0``; anything
+    that is neither a tensor, an ad_lib value nor a number is refused.
+    """
     if isinstance(out, Dual) and out._level == level:
         return out.primal, out.tangent
+    if isinstance(out, bool) or not isinstance(out, (torch.Tensor, Box, numbers.Number)):
+        raise TypeError(
+            f"{what} returned {type(out).__name__} ({out!r:.60}); jvp needs f to return a tensor, a tuple of "
+            "tensors, or a Python number (a constant, whose tangent is 0.0)"
+        )
     return out, torch.zeros_like(ops.raw(out)) if isinstance(ops.raw(out), torch.Tensor) else 0.0
 
 
@@ -118,6 +132,13 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
     with :mod:`ad_lib.ops` and Python's operators, and may return one tensor
     or a tuple of tensors (the tangents then come as a tuple too). One pass of
     forward mode (chapter 3, section "The forward recursion").
+
+    A Python number returned by ``f`` is a constant: it comes back as it is,
+    with the tangent ``0.0`` (``torch.func.jvp`` refuses it). Anything else
+    (``None``, a string, a dict) raises a ``TypeError`` naming its type.
+    Complex inputs are allowed: the primitives that are holomorphic (all but
+    ``relu`` and ``mask_positive``) push ``f'(z) t`` forward, as
+    ``torch.func.jvp`` does.
     """
     if not callable(f):
         raise TypeError(f"f must be a callable, got {type(f).__name__}")
@@ -134,22 +155,37 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
         inputs.append(Dual(p, t, level))
     out = f(*inputs)
     if isinstance(out, (tuple, list)):
-        pairs = [_plain_tangent(o, level) for o in out]
+        if not out:
+            raise TypeError("f returned an empty tuple; jvp needs at least one output")
+        pairs = [_plain_tangent(o, level, f"f's output {i}") for i, o in enumerate(out)]
         return tuple(p for p, _ in pairs), tuple(t for _, t in pairs)
     return _plain_tangent(out, level)
 
 
 def derivative(f: Callable) -> Callable:
-    """The derivative of a scalar function ``f: R -> R``, as a function (one forward pass per call).
+    """The derivative of a function of one real number, ``f: R -> R^m``, as a function (one forward pass per call).
 
-    Applied to a tensor, the function returns ``f'`` elementwise when ``f``
-    acts elementwise. Derivatives nest: ``derivative(derivative(f))`` is ``f''``.
+    ``derivative(f)(x)`` is ``f'(x)``, the tangent along ``1``, for a number
+    or a one-element tensor ``x``. A tensor with more elements is refused
+    (``ValueError``): along a vector of ones, a forward pass gives ``J 1``,
+    which for a function of a vector is not a derivative (for ``sum(x ** 2)``
+    it would be the sum of the gradient). For ``f'`` at many points use
+    ``torch.func.vmap(derivative(f))(points)``; for a function of a vector,
+    :func:`jacfwd` or :func:`ad_lib.reverse.grad`. Derivatives nest:
+    ``derivative(derivative(f))`` is ``f''`` (chapter 3, section "Nested
+    derivatives and perturbation confusion").
     """
     if not callable(f):
         raise TypeError(f"f must be a callable, got {type(f).__name__}")
 
     def f_prime(x):
         x = _as_tensor(x, "x")
+        if math.prod(shape(x)) != 1:
+            raise ValueError(
+                f"derivative(f)(x) is for a function of one number, but x has shape {tuple(shape(x))}; "
+                "for f' at many points use torch.func.vmap(derivative(f))(x); for a function of a vector use "
+                "ad_lib.forward.jacfwd(f)(x) (the Jacobian) or ad_lib.reverse.grad(f)(x) (the gradient)"
+            )
         one = ops.raw(x)
         one = torch.ones_like(one) if isinstance(one, torch.Tensor) else 1.0
         return jvp(f, (x,), (one,))[1]
@@ -168,6 +204,8 @@ def jacfwd(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
     (``torch.func.vmap`` batches the tensor arithmetic of the pass); with
     ``vectorize=False`` the ``p`` passes run one after the other, as the
     notes' recursion does (chapter 3, section "The cost of p passes").
+    ``x`` may itself be a value being differentiated, so that Jacobians nest:
+    ``jacfwd(jacfwd(f))`` and ``jacrev(jacfwd(f))`` are Hessians.
     """
     if not callable(f):
         raise TypeError(f"f must be a callable, got {type(f).__name__}")
@@ -178,8 +216,6 @@ def jacfwd(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
         if not -len(args) <= argnums < len(args):
             raise ValueError(f"argnums={argnums} but f was given {len(args)} argument(s)")
         x = _as_tensor(args[argnums], f"args[{argnums}]")
-        if not isinstance(x, torch.Tensor):
-            raise TypeError("jacfwd differentiates with respect to a plain tensor")
         _check_floating(x, f"args[{argnums}]")
 
         def f_of_x(xx):
@@ -190,9 +226,19 @@ def jacfwd(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
         def push(tangent):
             return jvp(f_of_x, (x,), (tangent,))[1]
 
-        p = x.numel()
-        basis = torch.eye(p, dtype=x.dtype, device=x.device).reshape(p, *x.shape)
-        if vectorize:
+        plain = ops.raw(x)
+        x_shape = tuple(shape(x))
+        p = math.prod(x_shape)
+        basis = torch.eye(p, dtype=plain.dtype, device=plain.device).reshape(p, *x_shape)
+        if isinstance(x, Box):  # nested in another differentiation (jacfwd(jacfwd(f)), jacrev(jacfwd(f)))
+            # the columns are boxes, which vmap cannot batch: p passes, and the Jacobian
+            # sum_i (J e_i) e_i^T assembled with primitives, so that it can be differentiated
+            columns = [push(basis[i]) for i in range(p)]
+            out_shape = tuple(shape(columns[0]))
+            ones_x, ones_out = (1,) * len(x_shape), (1,) * len(out_shape)
+            terms = [ops.reshape(c, out_shape + ones_x) * basis[i].reshape(ones_out + x_shape) for i, c in enumerate(columns)]
+            return functools.reduce(ops.add, terms)
+        if vectorize and not ops.anomaly_mode_enabled():
             columns = torch.func.vmap(push)(basis)
         else:
             columns = torch.stack([push(basis[i]) for i in range(p)])

@@ -37,7 +37,10 @@ numbers, and on reverse-mode values.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import itertools
+import math
 import numbers
 from typing import Callable, Optional, Sequence
 
@@ -70,6 +73,12 @@ __all__ = [
     "transpose",
     "broadcast_to",
     "sum_to",
+    "index",
+    "scatter_index",
+    "StandIn",
+    "NoRuleError",
+    "AnomalyError",
+    "detect_anomaly",
     "PRIMITIVES",
     "MISSING",
 ]
@@ -112,22 +121,102 @@ class Box:
             raise ValueError(f".T is for matrices; use ad_lib.ops.transpose(x, dim0, dim1) on a {rank}-d value")
         return self if rank < 2 else transpose(self, 0, 1)
 
-    def dim(self) -> int:
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions, as ``len(x.shape)``."""
         return len(self.shape)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the plain value inside."""
+        return _dtype_of(raw(self))
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the plain value inside."""
+        return _device_of(raw(self))
+
+    def dim(self) -> int:
+        """The number of dimensions, as ``torch.Tensor.dim``."""
+        return len(self.shape)
+
+    def size(self, dim: Optional[int] = None):
+        """The shape, or the length of dimension ``dim``, as ``torch.Tensor.size``."""
+        return self.shape if dim is None else self.shape[dim]
+
     def numel(self) -> int:
+        """The number of elements, as ``torch.Tensor.numel``."""
         n = 1
         for s in self.shape:
             n *= s
         return n
 
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d ad_lib value (as of a 0-d tensor)")
+        return self.shape[0]
+
+    def __iter__(self):
+        # without it Python would iterate by x[0], x[1], ... until an IndexError
+        for i in range(len(self)):
+            yield index(self, i)
+
+    def __getitem__(self, key):
+        """``x[key]`` through the primitive :func:`index` (ints, slices, ``...`` and ``None``)."""
+        return index(self, key)
+
+    # the tensor methods that have a primitive (or a composite of primitives)
     def sum(self, dim=None, keepdim=False):
+        """``ad_lib.ops.sum(x, dim, keepdim)``."""
         return sum(self, dim=dim, keepdim=keepdim)
 
+    def mean(self, dim=None, keepdim=False):
+        """``ad_lib.ops.mean(x, dim, keepdim)``."""
+        return mean(self, dim=dim, keepdim=keepdim)
+
+    def exp(self):
+        """``ad_lib.ops.exp(x)``."""
+        return exp(self)
+
+    def log(self):
+        """``ad_lib.ops.log(x)``."""
+        return log(self)
+
+    def sin(self):
+        """``ad_lib.ops.sin(x)``."""
+        return sin(self)
+
+    def cos(self):
+        """``ad_lib.ops.cos(x)``."""
+        return cos(self)
+
+    def tanh(self):
+        """``ad_lib.ops.tanh(x)``."""
+        return tanh(self)
+
+    def sqrt(self):
+        """``ad_lib.ops.sqrt(x)``."""
+        return sqrt(self)
+
+    def relu(self):
+        """``ad_lib.ops.relu(x)``."""
+        return relu(self)
+
+    def transpose(self, dim0: int, dim1: int):
+        """``ad_lib.ops.transpose(x, dim0, dim1)``."""
+        return transpose(self, dim0, dim1)
+
     def reshape(self, *new_shape):
+        """``ad_lib.ops.reshape(x, shape)``; the shape as one tuple or as several ints."""
         if len(new_shape) == 1 and isinstance(new_shape[0], (tuple, list, torch.Size)):
             new_shape = tuple(new_shape[0])
         return reshape(self, tuple(new_shape))
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: a tensor method without a rule
+        if not name.startswith("_") and hasattr(torch.Tensor, name):
+            raise NoRuleError(_no_rule_message(f"x.{name}()", name, type(self).__name__))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __add__(self, other):
         return add(self, other)
@@ -199,11 +288,22 @@ class Box:
         name = getattr(func, "__name__", str(func))
         if name in cls._TENSOR_OPERATORS and not kwargs and len(args) == 2:
             return cls._TENSOR_OPERATORS[name](*args)
-        raise TypeError(
-            f"torch.{name} was called on an ad_lib {cls.__name__}, which plain torch functions cannot "
-            f"differentiate; use the primitive ad_lib.ops.{name} if it exists, or write the function "
-            "with ad_lib.ops (see ad_lib.ops.PRIMITIVES)"
+        raise NoRuleError(_no_rule_message(f"torch.{name}", name, cls.__name__))
+
+
+class NoRuleError(TypeError):
+    """An operation without a derivative rule in :mod:`ad_lib.ops` was applied to a value being differentiated."""
+
+
+def _no_rule_message(what: str, name: str, kind: str) -> str:
+    if name in PRIMITIVES:
+        hint = f"use the primitive ad_lib.ops.{name} instead, which has its rules"
+    else:
+        hint = (
+            f"ad_lib.ops has no primitive {name!r}: write the function with the primitives listed in "
+            f"ad_lib.ops.PRIMITIVES ({', '.join(sorted(PRIMITIVES))}), or define a new one with ad_lib.ops.Primitive"
         )
+    return f"{what} was called on an ad_lib {kind}, which it cannot differentiate; {hint}"
 
 
 def raw(x):
@@ -214,14 +314,171 @@ def raw(x):
 
 
 def shape(x) -> torch.Size:
-    """The shape of a tensor, a box or a Python number (``()``)."""
-    if isinstance(x, Box):
+    """The shape of a tensor, a box, a :class:`StandIn` or a Python number (``()``)."""
+    if isinstance(x, (Box, StandIn)):
         return x.shape
     if isinstance(x, torch.Tensor):
         return x.shape
     if isinstance(x, numbers.Number):
         return torch.Size(())
     raise TypeError(f"expected a tensor, a number or an ad_lib value, got {type(x).__name__}")
+
+
+def _dtype_of(value) -> torch.dtype:
+    if isinstance(value, (torch.Tensor, StandIn)):
+        return value.dtype
+    return torch.float64 if isinstance(value, numbers.Number) else None
+
+
+def _device_of(value) -> torch.device:
+    if isinstance(value, (torch.Tensor, StandIn)):
+        return value.device
+    return torch.device("cpu")
+
+
+class StandIn:
+    """What the tape keeps of a value that no reverse rule reads: its shape, dtype and device only.
+
+    A reverse rule that reads the value instead of its shape fails loudly:
+    every primitive and every torch function refuses a stand-in. (A meta
+    tensor would not do: torch mixes a meta tensor with a 0-d CPU tensor
+    without complaint, and would hand back a meta result.) Chapter 4,
+    section "The price: memory".
+    """
+
+    __slots__ = ("shape", "dtype", "device")
+
+    def __init__(self, value):
+        if type(value) is torch.Tensor:  # the common case, fast
+            self.shape, self.dtype, self.device = value.shape, value.dtype, value.device
+            return
+        self.shape = shape(value)
+        plain = raw(value)
+        self.dtype = _dtype_of(plain)
+        self.device = _device_of(plain)
+
+    def __repr__(self) -> str:
+        return f"StandIn(shape={tuple(self.shape)}, dtype={self.dtype}, device={self.device})"
+
+
+# ---------------------------------------------------------------------------
+# Anomaly mode: stop at the first primitive that makes a NaN or an infinity
+# ---------------------------------------------------------------------------
+
+# None outside the mode; inside it, the stack of the derivative rules being run
+# (so that a failure inside a rule says which rule it was in). The only state
+# of the module besides the table of primitives and the level counter.
+_anomaly: Optional[list] = None
+
+
+class AnomalyError(FloatingPointError):
+    """Raised under :func:`detect_anomaly` by the first primitive whose value or derivative is not finite."""
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Inside this ``with`` block, every primitive checks what it computes for NaN and infinity.
+
+    The first primitive whose value, or whose forward partial or reverse
+    partial contribution for one of its inputs, holds a NaN or an infinity
+    raises :class:`AnomalyError` (a ``FloatingPointError``) naming the
+    primitive, the rule (value, forward partial of input i, reverse partial
+    of input i, and the rule it was called from, if any) and a summary of
+    its inputs: shapes, dtypes, and their values where the bad entry is.
+    It works in forward mode, in reverse mode and nested (``hvp``), as
+    ``torch.autograd.detect_anomaly`` does for PyTorch. Outside the block
+    each primitive pays one test of a module-level flag. Under the mode,
+    ``jacfwd`` and ``jacrev`` run their passes one by one instead of through
+    ``torch.func.vmap``, whose batched values cannot be inspected. The book
+    has no section on the mode itself; the rules it checks are those of
+    chapter 3, section "The forward recursion", and chapter 4, section "The
+    reverse recursion".
+    """
+    global _anomaly
+    previous, _anomaly = _anomaly, []
+    try:
+        yield
+    finally:
+        _anomaly = previous
+
+
+def anomaly_mode_enabled() -> bool:
+    """Whether the code runs inside :func:`detect_anomaly`."""
+    return _anomaly is not None
+
+
+def _first_bad(value):
+    """None if ``value`` is finite; else (index of its first non-finite entry, that entry)."""
+    plain = raw(value)
+    if isinstance(plain, numbers.Number):
+        return None if isinstance(plain, bool) or math.isfinite(abs(plain)) else ((), plain)
+    if not isinstance(plain, torch.Tensor) or not (plain.is_floating_point() or plain.is_complex()):
+        return None
+    finite = torch.isfinite(plain)
+    try:
+        if bool(finite.all()):
+            return None
+    except RuntimeError as err:  # a torch.func.vmap batched tensor: its values cannot be inspected
+        raise AnomalyError(
+            "ad_lib.detect_anomaly cannot inspect values inside torch.func.vmap; run the computation without vmap "
+            "(jacfwd and jacrev do so by themselves under the mode)"
+        ) from err
+    where = tuple(int(i) for i in torch.nonzero(~finite)[0])
+    return where, plain[where].item()
+
+
+def _describe_inputs(inputs, where, bad_shape) -> str:
+    lines = []
+    for i, a in enumerate(inputs):
+        plain = raw(a)
+        if isinstance(plain, numbers.Number):
+            lines.append(f"  input {i}: the number {plain!r}")
+            continue
+        if not isinstance(plain, torch.Tensor):
+            lines.append(f"  input {i}: {type(plain).__name__}")
+            continue
+        text = f"  input {i}: shape {tuple(plain.shape)}, {plain.dtype}"
+        try:
+            text += f", value at {where}: {torch.broadcast_to(plain, bad_shape)[where].item()!r}"
+        except (RuntimeError, IndexError):
+            if plain.numel() <= 6:
+                text += f", values {plain.tolist()}"
+        if (plain.is_floating_point() or plain.is_complex()) and not bool(torch.isfinite(plain).all()):
+            text += f" (it already holds {int((~torch.isfinite(plain)).sum())} non-finite entries)"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _raise_anomaly(primitive, rule: str, found, inputs, params, bad_shape):
+    where, entry = found
+    context = f" (inside the {', inside the '.join(reversed(_anomaly))})" if _anomaly else ""
+    parameters = f" with {params}" if params else ""
+    raise AnomalyError(
+        f"detect_anomaly: ad_lib.ops.{primitive.name}{parameters}{context}: its {rule} is {entry} at index "
+        f"{where} (shape {tuple(bad_shape)}). Its inputs:\n{_describe_inputs(inputs, where, bad_shape)}"
+    )
+
+
+def apply_rule(primitive, kind: str, i: int, rule, seed, out, inputs, params):
+    """Run a derivative rule of ``primitive`` for its input ``i``, checked under :func:`detect_anomaly`.
+
+    ``kind`` is ``"forward"`` (``seed`` is a tangent of input ``i``) or
+    ``"reverse"`` (``seed`` is the output's cotangent). Returns the rule's
+    contribution, ``rule(seed, out, *inputs, **params)``. Used by the
+    interpreters of :mod:`ad_lib.forward` and :mod:`ad_lib.reverse`.
+    """
+    if _anomaly is None:
+        return rule(seed, out, *inputs, **params)
+    label = f"{kind} partial of input {i}"
+    _anomaly.append(f"{label} of {primitive.name}")
+    try:
+        contribution = rule(seed, out, *inputs, **params)
+    finally:
+        _anomaly.pop()
+    found = None if contribution is None else _first_bad(contribution)
+    if found is not None:
+        _raise_anomaly(primitive, label, found, inputs, params, shape(contribution))
+    return contribution
 
 
 Rule = Optional[Callable]
@@ -256,9 +513,20 @@ class Primitive:
     params
         the names of the primitive's non-differentiable parameters (a shape, a
         dimension), which may follow the inputs by position.
+    reads
+        one entry per input: what the reverse partial of that input reads, as
+        a string of the rule's argument names separated by commas (``"out"``,
+        ``"b"``, ``"out, b"``), or ``""`` for a rule that reads only shapes.
+        The tape (:mod:`ad_lib.reverse`) keeps the values so named and a
+        :class:`StandIn` for the others (chapter 4, section "The price:
+        memory"). ``None`` (the default) declares that every rule reads
+        every value.
     """
 
-    def __init__(self, name: str, value: Callable, jvp: Sequence[Rule], vjp: Sequence[Rule], params: Sequence[str] = ()):
+    def __init__(
+        self, name: str, value: Callable, jvp: Sequence[Rule], vjp: Sequence[Rule], params: Sequence[str] = (),
+        reads: Optional[Sequence[str]] = None,
+    ):
         if len(jvp) != len(vjp):
             raise ValueError(f"primitive {name}: one forward and one reverse rule per input are needed")
         self.name = name
@@ -267,6 +535,34 @@ class Primitive:
         self.vjp = tuple(vjp)
         self.arity = len(jvp)
         self.params = tuple(params)
+        everything = frozenset(["out", *range(self.arity)])
+        if reads is None:
+            self.reads = (everything,) * self.arity
+        else:
+            if isinstance(reads, str) or len(reads) != self.arity:
+                raise ValueError(f"primitive {name}: reads needs one string per input ({self.arity}), got {reads!r}")
+            self.reads = tuple(self._parse_reads(i, r) for i, r in enumerate(reads))
+
+    def _parse_reads(self, i: int, declared: str) -> frozenset:
+        """``"out, b"`` -> ``{"out", 1}``: names of the reverse rule's arguments, as positions."""
+        rule = self.vjp[i]
+        if rule is None or rule is MISSING:
+            return frozenset()
+        arguments = list(inspect.signature(rule).parameters)[2 : 2 + self.arity]  # after (g, out)
+        kept = set()
+        for word in (w.strip() for w in declared.split(",")):
+            if not word:
+                continue
+            if word == "out":
+                kept.add("out")
+            elif word in arguments:
+                kept.add(arguments.index(word))
+            else:
+                raise ValueError(
+                    f"primitive {self.name}: reads[{i}] names {word!r}, which is not 'out' nor an input of its "
+                    f"reverse rule {arguments}"
+                )
+        return frozenset(kept)
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -302,22 +598,32 @@ class Primitive:
         for a in args:
             if isinstance(a, Box) and (top is None or a._level > top._level):
                 top = a
+            elif isinstance(a, StandIn):
+                raise TypeError(
+                    f"ad_lib.ops.{self.name} was given a stand-in ({a!r}) for a value the tape did not keep: a "
+                    "reverse rule read a value that its primitive's declaration (reads=) says it does not read"
+                )
             elif not isinstance(a, (Box, torch.Tensor, numbers.Number)):
                 raise TypeError(
                     f"ad_lib.ops.{self.name} takes tensors, numbers or ad_lib values, got {type(a).__name__}"
                 )
         if top is None:
-            if all(isinstance(a, numbers.Number) for a in args):  # numbers in, a number out (float64)
-                return self.value(*[torch.tensor(a, dtype=torch.float64) for a in args], **params).item()
-            return self.value(*args, **params)
+            numbers_only = all(isinstance(a, numbers.Number) for a in args)
+            values = [torch.tensor(a, dtype=torch.float64) for a in args] if numbers_only else args
+            out = self.value(*values, **params)
+            if _anomaly is not None:  # the one flag test of a primitive call
+                found = _first_bad(out)
+                if found is not None:
+                    _raise_anomaly(self, "value", found, args, params, shape(out))
+            return out.item() if numbers_only else out  # numbers in, a number out (float64)
         return type(top).apply(self, args, params, top._level)
 
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def _define(name, value, jvp, vjp, params=()):
-    primitive = Primitive(name, value, jvp, vjp, params)
+def _define(name, value, jvp, vjp, params=(), reads=None):
+    primitive = Primitive(name, value, jvp, vjp, params, reads)
     PRIMITIVES[name] = primitive
     return primitive
 
@@ -332,6 +638,12 @@ def _sum_to_value(x: torch.Tensor, target) -> torch.Tensor:
     if x.shape == target:
         return x
     lead = x.dim() - len(target)
+    if lead < 0 or any(s not in (1, n) for s, n in zip(target, x.shape[lead:])):
+        raise ValueError(
+            f"sum_to: a value of shape {tuple(x.shape)} cannot be summed to shape {tuple(target)}: the target must "
+            "be a shape that broadcasts to it (aligned from the right, each dimension of the target either equal "
+            "to the value's or 1, and no more dimensions than the value has)"
+        )
     dims = list(range(lead)) + [lead + i for i, s in enumerate(target) if s == 1 and x.shape[lead + i] != 1]
     out = x.sum(dim=dims, keepdim=True) if dims else x
     return out.reshape(target)
@@ -348,13 +660,13 @@ broadcast_to = _define(
     "broadcast_to", _broadcast_to_value,
     jvp=[lambda t, out, x, target: broadcast_to(t, target)],
     vjp=[lambda g, out, x, target: sum_to(g, shape(x))],
-    params=("target",),
+    params=("target",), reads=[""],
 )
 sum_to = _define(
     "sum_to", _sum_to_value,
     jvp=[lambda t, out, x, target: sum_to(t, target)],
     vjp=[lambda g, out, x, target: broadcast_to(g, shape(x))],
-    params=("target",),
+    params=("target",), reads=[""],
 )
 
 
@@ -373,27 +685,27 @@ def _unbroadcast(g, x):
 add = _define(
     "add", torch.add,
     jvp=[lambda t, out, a, b: t, lambda t, out, a, b: t],
-    vjp=[lambda g, out, a, b: _unbroadcast(g, a), lambda g, out, a, b: _unbroadcast(g, b)],
+    vjp=[lambda g, out, a, b: _unbroadcast(g, a), lambda g, out, a, b: _unbroadcast(g, b)], reads=["", ""],
 )
 sub = _define(
     "sub", torch.sub,
     jvp=[lambda t, out, a, b: t, lambda t, out, a, b: neg(t)],
-    vjp=[lambda g, out, a, b: _unbroadcast(g, a), lambda g, out, a, b: _unbroadcast(neg(g), b)],
+    vjp=[lambda g, out, a, b: _unbroadcast(g, a), lambda g, out, a, b: _unbroadcast(neg(g), b)], reads=["", ""],
 )
 mul = _define(
     "mul", torch.mul,
     jvp=[lambda t, out, a, b: mul(t, b), lambda t, out, a, b: mul(a, t)],
-    vjp=[lambda g, out, a, b: _unbroadcast(mul(g, b), a), lambda g, out, a, b: _unbroadcast(mul(g, a), b)],
+    vjp=[lambda g, out, a, b: _unbroadcast(mul(g, b), a), lambda g, out, a, b: _unbroadcast(mul(g, a), b)], reads=["b", "a"],
 )
 div = _define(
     "div", torch.div,
     jvp=[lambda t, out, a, b: div(t, b), lambda t, out, a, b: neg(div(mul(out, t), b))],
-    vjp=[lambda g, out, a, b: _unbroadcast(div(g, b), a), lambda g, out, a, b: _unbroadcast(neg(div(mul(g, out), b)), b)],
+    vjp=[lambda g, out, a, b: _unbroadcast(div(g, b), a), lambda g, out, a, b: _unbroadcast(neg(div(mul(g, out), b)), b)], reads=["b", "out, b"],
 )
 neg = _define(
     "neg", torch.neg,
     jvp=[lambda t, out, a: neg(t)],
-    vjp=[lambda g, out, a: neg(g)],
+    vjp=[lambda g, out, a: neg(g)], reads=[""],
 )
 def _power_derivative(a, b):
     """d(a^b)/da = b a^(b-1); for a number b, b - 1 stays a number, and a^1 is a itself.
@@ -426,25 +738,28 @@ pow = _define(
         lambda g, out, a, b: _unbroadcast(mul(g, _power_derivative(a, b)), a),
         lambda g, out, a, b: _unbroadcast(mul(g, _power_exponent_derivative(out, a, b)), b),
     ],
+    reads=["a, b", "out, a, b"],
 )
 
 # ---------------------------------------------------------------------------
 # Elementary functions
 # ---------------------------------------------------------------------------
 
-exp = _define("exp", torch.exp, jvp=[lambda t, out, a: mul(t, out)], vjp=[lambda g, out, a: mul(g, out)])
-log = _define("log", torch.log, jvp=[lambda t, out, a: div(t, a)], vjp=[lambda g, out, a: div(g, a)])
-sin = _define("sin", torch.sin, jvp=[lambda t, out, a: mul(t, cos(a))], vjp=[lambda g, out, a: mul(g, cos(a))])
-cos = _define("cos", torch.cos, jvp=[lambda t, out, a: neg(mul(t, sin(a)))], vjp=[lambda g, out, a: neg(mul(g, sin(a)))])
+exp = _define("exp", torch.exp, jvp=[lambda t, out, a: mul(t, out)], vjp=[lambda g, out, a: mul(g, out)], reads=["out"])
+log = _define("log", torch.log, jvp=[lambda t, out, a: div(t, a)], vjp=[lambda g, out, a: div(g, a)], reads=["a"])
+sin = _define("sin", torch.sin, jvp=[lambda t, out, a: mul(t, cos(a))], vjp=[lambda g, out, a: mul(g, cos(a))], reads=["a"])
+cos = _define("cos", torch.cos, jvp=[lambda t, out, a: neg(mul(t, sin(a)))], vjp=[lambda g, out, a: neg(mul(g, sin(a)))], reads=["a"])
 tanh = _define(
     "tanh", torch.tanh,
     jvp=[lambda t, out, a: mul(t, sub(1, mul(out, out)))],
     vjp=[lambda g, out, a: mul(g, sub(1, mul(out, out)))],
+    reads=["out"],  # its output: the input W x of a tanh layer need not be kept
 )
 sqrt = _define(
     "sqrt", torch.sqrt,
     jvp=[lambda t, out, a: div(t, mul(2, out))],
     vjp=[lambda g, out, a: div(g, mul(2, out))],
+    reads=["out"],
 )
 # mask_positive(x, a) = x where a > 0, else 0: linear in x, and piecewise constant
 # in a (its derivative in a is zero: None)
@@ -461,12 +776,16 @@ mask_positive = _define(
     "mask_positive", _mask_positive_value,
     jvp=[lambda t, out, x, a: mask_positive(t, a), None],
     vjp=[lambda g, out, x, a: _unbroadcast(mask_positive(g, a), x), None],
+    reads=["a", ""],
 )
-# relu passes a tangent, or an adjoint, where its input is positive
+# relu passes a tangent, or an adjoint, where its input is positive, which is
+# where its output is: the reverse rule reads the output, so that the tape
+# need not keep the input as well
 relu = _define(
     "relu", torch.relu,
     jvp=[lambda t, out, a: mask_positive(t, a)],
-    vjp=[lambda g, out, a: mask_positive(g, a)],
+    vjp=[lambda g, out, a: mask_positive(g, out)],
+    reads=["out"],
 )
 
 # ---------------------------------------------------------------------------
@@ -493,19 +812,19 @@ sum = _define(
     "sum", _sum_value,
     jvp=[lambda t, out, a, dim=None, keepdim=False: sum(t, dim=dim, keepdim=keepdim)],
     vjp=[_sum_vjp],
-    params=("dim", "keepdim"),
+    params=("dim", "keepdim"), reads=[""],
 )
 reshape = _define(
     "reshape", lambda a, target: a.reshape(target),
     jvp=[lambda t, out, a, target: reshape(t, target)],
     vjp=[lambda g, out, a, target: reshape(g, shape(a))],
-    params=("target",),
+    params=("target",), reads=[""],
 )
 transpose = _define(
     "transpose", lambda a, dim0, dim1: a.transpose(dim0, dim1),
     jvp=[lambda t, out, a, dim0, dim1: transpose(t, dim0, dim1)],
     vjp=[lambda g, out, a, dim0, dim1: transpose(g, dim0, dim1)],
-    params=("dim0", "dim1"),
+    params=("dim0", "dim1"), reads=[""],
 )
 
 
@@ -550,7 +869,7 @@ def _matmul_vjp_b(g, out, a, b):
 matmul = _define(
     "matmul", torch.matmul,
     jvp=[lambda t, out, a, b: matmul(t, b), lambda t, out, a, b: matmul(a, t)],
-    vjp=[_matmul_vjp_a, _matmul_vjp_b],
+    vjp=[_matmul_vjp_a, _matmul_vjp_b], reads=["b", "a"],
 )
 
 
@@ -564,3 +883,53 @@ def mean(a, dim=None, keepdim=False):
         for d in [dim] if isinstance(dim, int) else dim:
             n *= shape(a)[d]
     return div(sum(a, dim=dim, keepdim=keepdim), n)
+
+
+# ---------------------------------------------------------------------------
+# Indexing, and its adjoint: a scatter into zeros
+# ---------------------------------------------------------------------------
+
+_BASIC_KEYS = (int, slice, type(Ellipsis), type(None))
+
+
+def _check_key(key):
+    """The key as a tuple of ints, slices, ``...`` and ``None`` (basic indexing), or a TypeError."""
+    parts = key if isinstance(key, tuple) else (key,)
+    for part in parts:
+        if isinstance(part, bool) or not isinstance(part, _BASIC_KEYS):
+            raise TypeError(
+                f"ad_lib.ops.index supports basic indexing (ints, slices, ... and None), got {part!r} of type "
+                f"{type(part).__name__}; indexing by tensors, lists or masks has no rule in ad_lib.ops"
+            )
+        if isinstance(part, slice) and part.step is not None and (not isinstance(part.step, int) or part.step <= 0):
+            raise ValueError(f"ad_lib.ops.index: a slice step must be a positive int, got {part.step!r}")
+    return key
+
+
+def _index_value(a, key):
+    return a[_check_key(key)]
+
+
+def _scatter_index_value(g, key, target):
+    # zeros of the target shape with g written at key; made with new_zeros so
+    # that it also works on torch.func.vmap's batched tensors
+    out = g.new_zeros(tuple(target))
+    out[_check_key(key)] = g
+    return out
+
+
+# x[key] and its adjoint: the forward partial indexes the tangent, the reverse
+# partial writes the cotangent into zeros shaped like x (basic indexing never
+# selects an entry twice, so writing is summing); both are linear, so they nest
+index = _define(
+    "index", _index_value,
+    jvp=[lambda t, out, a, key: index(t, key)],
+    vjp=[lambda g, out, a, key: scatter_index(g, key, shape(a))],
+    params=("key",), reads=[""],
+)
+scatter_index = _define(
+    "scatter_index", _scatter_index_value,
+    jvp=[lambda t, out, g, key, target: scatter_index(t, key, target)],
+    vjp=[lambda u, out, g, key, target: index(u, key)],
+    params=("key", "target"), reads=[""],
+)

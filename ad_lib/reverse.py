@@ -153,16 +153,22 @@ class Value:
         return out
 
     def _topological_order(self):
-        order, seen = [], set()
+        """Every value this one depends on, parents before children, by a depth-first search.
 
-        def visit(v):
-            if id(v) not in seen:
-                seen.add(id(v))
-                for parent in v._parents:
-                    visit(parent)
-                order.append(v)
-
-        visit(self)
+        The search keeps its own stack instead of recursing, so that a graph of
+        any depth can be ordered (Python's recursion limit is near 1000 calls).
+        """
+        order, seen, stack = [], {id(self)}, [(self, iter(self._parents))]
+        while stack:
+            value, parents = stack[-1]
+            for parent in parents:
+                if id(parent) not in seen:
+                    seen.add(id(parent))
+                    stack.append((parent, iter(parent._parents)))
+                    break
+            else:  # all parents placed: the value comes after them
+                stack.pop()
+                order.append(value)
         return order
 
     def backward(self):
@@ -211,7 +217,13 @@ class Value:
 
 
 class Node:
-    """One entry of the tape: a primitive, its inputs and its output (or a leaf, ``primitive=None``)."""
+    """One entry of the tape: a primitive, its inputs and its output (or a leaf, ``primitive=None``).
+
+    Only the values that the primitive's reverse rules read (its declaration
+    ``reads``, :class:`ad_lib.ops.Primitive`) are kept; every other input, and
+    the output if no rule reads it, is an :class:`ad_lib.ops.StandIn` that
+    keeps its shape, dtype and device (chapter 4, section "The price: memory").
+    """
 
     __slots__ = ("primitive", "inputs", "params", "value", "parents")
 
@@ -248,7 +260,13 @@ class Traced(Box):
         parents = [(i, a.node) for i, (a, m) in enumerate(zip(args, mine)) if m and primitive.vjp[i] is not None]
         if not parents:  # nothing to send adjoints to
             return out
-        return Traced(out, Node(primitive, values, params, out, parents), level)
+        plain = ops.raw(out)
+        if isinstance(plain, torch.Tensor) and plain.is_complex():
+            raise TypeError(_COMPLEX_REFUSED.format(what=f"ad_lib.ops.{primitive.name} returned a complex value"))
+        # keep only what the reverse rules of the differentiated inputs read
+        read = primitive.reads[parents[0][0]] if len(parents) == 1 else frozenset().union(*(primitive.reads[i] for i, _ in parents))
+        kept = tuple(v if j in read or isinstance(v, numbers.Number) else ops.StandIn(v) for j, v in enumerate(values))
+        return Traced(out, Node(primitive, kept, params, out if "out" in read else ops.StandIn(out), parents), level)
 
 
 def _reverse_sweep(output: Node, cotangent) -> dict:
@@ -268,7 +286,11 @@ def _reverse_sweep(output: Node, cotangent) -> dict:
         if g is None or node.primitive is None:
             continue
         for i, parent in node.parents:
-            contribution = node.primitive.reverse_rule(i)(g, node.value, *node.inputs, **node.params)
+            rule = node.primitive.reverse_rule(i)
+            if ops._anomaly is None:  # outside detect_anomaly: the rule itself, one flag test
+                contribution = rule(g, node.value, *node.inputs, **node.params)
+            else:
+                contribution = ops.apply_rule(node.primitive, "reverse", i, rule, g, node.value, node.inputs, node.params)
             if contribution is None:
                 continue
             previous = adjoints.get(id(parent))
@@ -282,9 +304,33 @@ def _leaf(x, level: int, name: str) -> Traced:
     if not isinstance(x, (torch.Tensor, Box)):
         raise TypeError(f"{name} must be a tensor or a real number, got {type(x).__name__}")
     value = ops.raw(x)
-    if not (value.is_floating_point() or value.is_complex()):
+    if value.is_complex():
+        raise TypeError(_COMPLEX_REFUSED.format(what=f"{name} is complex ({value.dtype})"))
+    if not value.is_floating_point():
         raise TypeError(f"{name} must be floating-point to be differentiated, got {value.dtype}")
     return Traced(x, Node(None, (), {}, x, []), level)
+
+
+_COMPLEX_REFUSED = (
+    "{what}: ad_lib's reverse mode (vjp, grad, jacrev, hvp) is for real values only; its reverse partials "
+    "are the transposes of real derivatives, without the complex conjugate of PyTorch's convention, so they "
+    "would give wrong cotangents. Use ad_lib.forward.jvp (which agrees with torch.func.jvp on complex "
+    "inputs) or torch.func.vjp"
+)
+
+
+def _check_output(out, level: int):
+    """f's output for vjp: a tensor or an ad_lib value (a Python number is a constant), else a TypeError."""
+    if isinstance(out, (tuple, list)):
+        raise TypeError("ad_lib.reverse.vjp supports functions with one output; return a single tensor")
+    if isinstance(out, bool) or not isinstance(out, (torch.Tensor, Box, numbers.Number)):
+        raise TypeError(
+            f"f returned {type(out).__name__} ({out!r:.60}); vjp needs f to return a tensor, or a Python number "
+            "(a constant, whose cotangents are zeros)"
+        )
+    plain = ops.raw(out)
+    if isinstance(plain, complex) or (isinstance(plain, torch.Tensor) and plain.is_complex()):
+        raise TypeError(_COMPLEX_REFUSED.format(what="f returned a complex value"))
 
 
 def vjp(f: Callable, *primals):
@@ -296,6 +342,13 @@ def vjp(f: Callable, *primals):
     times, with different ``u``, and never changes what it returns for a given
     ``u``. ``f`` is written with :mod:`ad_lib.ops` and Python's operators and
     returns one tensor. Chapter 4, section "The tensor tape".
+
+    A Python number returned by ``f`` is a constant function: ``vjp_fn``
+    returns zeros shaped like the primals (``torch.func.vjp`` refuses it).
+    Anything else (``None``, a string, a dict, a tuple) raises a
+    ``TypeError``, and so do complex primals or a complex value on the tape:
+    the reverse partials are not conjugated as PyTorch's convention would
+    require.
     """
     if not callable(f):
         raise TypeError(f"f must be a callable, got {type(f).__name__}")
@@ -304,14 +357,16 @@ def vjp(f: Callable, *primals):
     level = new_level()
     leaves = [_leaf(p, level, f"primals[{i}]") for i, p in enumerate(primals)]
     out = f(*leaves)
-    if isinstance(out, (tuple, list)):
-        raise TypeError("ad_lib.reverse.vjp supports functions with one output; return a single tensor")
+    _check_output(out, level)
     traced = isinstance(out, Traced) and out._level == level
     value = out.value if traced else out
 
     def vjp_fn(cotangent):
         if isinstance(cotangent, numbers.Real) and not isinstance(cotangent, bool):
             cotangent = torch.full_like(ops.raw(value), float(cotangent)) if isinstance(ops.raw(value), torch.Tensor) else float(cotangent)
+        plain_cotangent = ops.raw(cotangent)
+        if isinstance(plain_cotangent, complex) or (isinstance(plain_cotangent, torch.Tensor) and plain_cotangent.is_complex()):
+            raise TypeError(_COMPLEX_REFUSED.format(what="the cotangent is complex"))
         if shape(cotangent) != shape(value):
             raise ValueError(
                 f"the cotangent has shape {tuple(shape(cotangent))} but f's output has shape "
@@ -333,18 +388,33 @@ def grad(f: Callable, argnums=0) -> Callable:
 
     ``grad(f)(*args)`` is the gradient with respect to ``args[argnums]``
     (a tuple of gradients if ``argnums`` is a tuple), like ``torch.func.grad``.
-    ``f`` must return a scalar (a tensor with one element).
+    ``f`` must return a scalar (a tensor with one element). ``argnums`` may
+    not name an argument twice (a ``ValueError``, as ``torch.func.grad``
+    refuses it too): the gradient with respect to an argument is one tensor.
+    Chapter 4, section "The tensor tape".
     """
     if not callable(f):
         raise TypeError(f"f must be a callable, got {type(f).__name__}")
     indices = (argnums,) if isinstance(argnums, int) and not isinstance(argnums, bool) else argnums
     if not isinstance(indices, tuple) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
         raise TypeError(f"argnums must be an int or a tuple of ints, got {argnums!r}")
+    if not indices:
+        raise ValueError("argnums is an empty tuple: name at least one argument to differentiate with respect to")
+    if len(set(indices)) != len(indices):
+        raise ValueError(
+            f"argnums={argnums!r} names an argument more than once; each argument's gradient is returned once "
+            "(as torch.func.grad, which refuses repeated argnums too)"
+        )
 
     def gradient(*args):
         for i in indices:
             if not -len(args) <= i < len(args):
                 raise ValueError(f"argnums contains {i} but f was given {len(args)} argument(s)")
+        if len({i % len(args) for i in indices}) != len(indices):
+            raise ValueError(
+                f"argnums={argnums!r} names an argument more than once (a negative index counts from the end, "
+                f"and f was given {len(args)} arguments); each argument's gradient is returned once"
+            )
 
         def f_of_selected(*selected):
             full = list(args)
@@ -402,7 +472,7 @@ def jacrev(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
             ones_x, ones_out = (1,) * len(x_shape), (1,) * len(out_shape)
             rows = [ops.reshape(vjp_fn(basis[i])[0], ones_out + x_shape) * basis[i].reshape(out_shape + ones_x) for i in range(m)]
             return functools.reduce(ops.add, rows)  # sum of e_i (J^T e_i)^T: the Jacobian, built with primitives
-        if vectorize:
+        if vectorize and not ops.anomaly_mode_enabled():
             rows = torch.func.vmap(lambda u: vjp_fn(u)[0])(basis)
         else:
             rows = torch.stack([vjp_fn(basis[i])[0] for i in range(m)])

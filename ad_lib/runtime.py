@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import weakref
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DEVICE_ENV_VAR = "AD_LIB_DEVICE"
 
@@ -177,3 +179,52 @@ def cpu_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class TensorMemory(TorchDispatchMode):
+    """Count the bytes of the tensor storages allocated inside a ``with`` block: alive now, and at the peak.
+
+    Every tensor that an operation returns inside the block is seen (through
+    PyTorch's dispatcher, so operations inside a primitive's rules count as
+    well), its storage's bytes are added when it first appears and removed
+    when the last tensor using it is freed. ``current`` is the bytes alive now,
+    ``peak`` the largest ``current`` reached. Tensors that existed before the
+    block (weights, inputs) are not counted. Chapter 4, section "The price:
+    memory", measures forward mode's peak with it.
+
+    Example::
+
+        with TensorMemory() as memory:
+            y = torch.tanh(W @ x)
+        memory.peak, memory.current
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self._live = {}  # storage address -> [bytes, tensors alive that use it]
+
+    def _release(self, address):
+        entry = self._live[address]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self._live[address]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                address = storage.data_ptr()
+                if address not in self._live and address in inputs:
+                    continue  # a view of (or a write into) a tensor from before the block: nothing allocated
+                if address not in self._live:
+                    self._live[address] = [storage.nbytes(), 0]
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                self._live[address][1] += 1
+                weakref.finalize(t, self._release, address)
+        return out

@@ -64,8 +64,9 @@ def test_nested_derivatives_do_not_confuse_perturbations():
 def test_higher_derivatives_by_nesting(device):
     x = torch.linspace(-2, 2, 7, dtype=F64, device=device)
     third = derivative(derivative(derivative(ops.sin)))
-    torch.testing.assert_close(third(x), -torch.cos(x))
-    torch.testing.assert_close(derivative(derivative(lambda z: z**4))(x), 12 * x**2)
+    torch.testing.assert_close(torch.func.vmap(third)(x), -torch.cos(x))  # at many points: vmap
+    torch.testing.assert_close(torch.func.vmap(derivative(derivative(lambda z: z**4)))(x), 12 * x**2)
+    torch.testing.assert_close(third(x[2]), -torch.cos(x[2]))  # and at one point
 
 
 @pytest.mark.parametrize("vectorize", [True, False])

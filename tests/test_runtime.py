@@ -115,3 +115,22 @@ def test_cpu_threads_rejects_bad_counts(bad):
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         with ad_lib.cpu_threads(bad):
             pass
+
+
+def test_tensor_memory_counts_live_and_peak_bytes_against_the_sizes_allocated():
+    from ad_lib.runtime import TensorMemory
+
+    before = torch.ones(1000, dtype=torch.float64)  # existed before: not counted
+    with TensorMemory() as memory:
+        a = torch.zeros(100, dtype=torch.float64)  # 800 bytes
+        b = a.reshape(10, 10)  # a view: the same storage, counted once
+        c = torch.zeros(50, dtype=torch.float32) + before[:50].float()  # 200 bytes, plus a 200-byte temporary
+        assert memory.current == 800 + 200
+        del a
+        assert memory.current == 1000  # b still holds the storage
+        del b
+        assert memory.current == 200
+    # at the sum, a (800), the zeros (200), the float copy of before[:50] (200; the slice is a view of a
+    # tensor from before the block, not counted) and their sum (200) were alive together
+    assert memory.peak == 800 + 3 * 200
+    assert c.numel() == 50
