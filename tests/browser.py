@@ -170,7 +170,8 @@ def visible_buttons(session, selector: str) -> list:
 
 
 def press_escape(session):
-    session.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    """The Escape key, where the focus is (the theme's drawers are modal dialogs that close on it)."""
+    session.switch_to.active_element.send_keys(Keys.ESCAPE)
 
 
 def console_errors(session) -> list:
