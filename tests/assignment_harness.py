@@ -2,9 +2,25 @@
 
 tests/test_assignment_pipeline.py proves the whole cycle on the first
 assignment with a class of 30; tests/test_assignments.py checks every other
-assignment with a small class. Two files, so that pytest-xdist grades them on
-two workers at once. Release, collection, grading, export and feedback run the
-README's instructor commands verbatim, from a temporary copy of the course.
+assignment with a small class, all of them in one course. Two files, so that
+pytest-xdist grades them on two workers at once. Release, collection, grading,
+export and feedback run the README's instructor commands verbatim, from a
+temporary copy of the course.
+
+Where the time goes (pytest's summary at the end gives each step's time), and
+how it is kept down:
+- each nbgrader command is a new Python process that imports nbgrader (2-5 s
+  here, 2 s of it jsonschema's IRI grammar), whatever it then does: the
+  other assignments share one course, released by one command (the README's
+  "release all") and exported once; the grading by hand comes before that
+  export instead of needing one of its own;
+- autograde starts a kernel per submission, which imports torch (3-5 s with
+  its start and shutdown): a small class is four submissions (full marks, the
+  untouched release, the odd tasks wrong, the even tasks wrong; a fifth where
+  the test cases have right answers that delegate to a forbidden library),
+  and each task's score is read per test cell from the gradebook, instead of
+  one submission per wrong task;
+- the release does not run the notebook: it costs about what any command does.
 """
 
 import csv
@@ -21,12 +37,12 @@ import time
 import zipfile
 
 import nbformat
-import pytest
+from nbgrader.api import Gradebook
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = sorted(p.name for p in (ROOT / "exercises" / "source").iterdir() if p.is_dir())
 PIPELINE = "01_finite_differences"  # the assignment whose class of 30 proves the pipeline
-TIMEOUT = 20  # seconds per cell while grading here (the course's config says 60)
+TIMEOUT = 10  # seconds per cell while grading the pipeline (the course's config says 60): the hanging students wait it out
 CLASS_SIZE = 30
 
 # An endless loop that swallows the interrupt: nbclient gives up on the cell (see exercises/grading.py).
@@ -115,18 +131,25 @@ def make_submission(source, release, choices: dict, wrong: dict):
     return notebook
 
 
-def expected_score(choices: dict, wrong: dict) -> int:
-    return sum(points for grade_id, (_, points, _) in wrong.items() if choices.get(grade_id, choices.get("*", "right")) == "right")
+def wrong_halves(wrong: dict) -> dict:
+    """The two submissions that hold every wrong answer: tasks 1, 3, 5, ... wrong, and tasks 2, 4, 6, ... wrong.
+
+    Each wrong answer sits between right ones (its neighbours are in the other half), so the scores
+    of the test cells show that it costs its own task's points and no point of the tasks around it.
+    """
+    grade_ids = list(wrong)  # in the order of the notebook
+    return {"wrong-odd": grade_ids[0::2], "wrong-even": grade_ids[1::2]}
 
 
 def class_for(assignment):
-    """The students of an assignment: full, untouched, one wrong task each; for the pipeline, 30 in all."""
+    """The students of an assignment: full, untouched, the odd and the even tasks wrong, one who delegates;
+    for the pipeline, 30 in all."""
     case = cases(assignment)
     students = {"full": {}, "untouched": {"*": "stub"}}
-    for grade_id in case.WRONG:
-        students[f"wrong-{grade_id.split('_')[0]}"] = {grade_id: "wrong"}
-    for grade_id, code in getattr(case, "DELEGATING", {}).items():  # right, but with a forbidden library
-        students[f"delegates-{grade_id.split('_')[0]}"] = {grade_id: code}
+    for student, grade_ids in wrong_halves(case.WRONG).items():
+        students[student] = {grade_id: "wrong" for grade_id in grade_ids}
+    if getattr(case, "DELEGATING", None):  # right answers, with a forbidden library: all in one submission
+        students["delegates"] = dict(case.DELEGATING)
     if assignment == PIPELINE:
         students.update({
             "hangs": {"task5_count": case.HANGS},
@@ -134,7 +157,6 @@ def class_for(assignment):
             ZIPPED: {"task2_central_gradient": "wrong"},
             "kills": {"task4_complex_step": case.KILLS_KERNEL},
             "kills-twice": case.KILLS_KERNEL_TWICE,
-            "delegates": {"task1_forward_gradient": case.DELEGATES},
         })
         rng = random.Random(2026)
         while len(students) < CLASS_SIZE:
@@ -142,23 +164,77 @@ def class_for(assignment):
     return students
 
 
-def grade_a_class(assignment, tmp_path_factory):
-    """A copy of the course folder with one assignment released, its class submitted and graded."""
-    case = cases(assignment)
-    course = tmp_path_factory.mktemp(f"course-{assignment}") / "exercises"
+def expected_cells(choices: dict, wrong: dict) -> dict:
+    """Each test cell's score for a submission made of these choices: its points if the answer is right, else 0."""
+    return {test_id: (points if choices.get(grade_id, choices.get("*", "right")) == "right" else 0)
+            for grade_id, (test_id, points, _) in wrong.items()}
+
+
+def expected_score(choices: dict, wrong: dict) -> int:
+    return sum(expected_cells(choices, wrong).values())
+
+
+HAND_GRADED = "full"  # the student whose explanations the instructor grades by hand (as formgrader does)
+
+
+def new_course(tmp_path_factory, name: str, pipeline: bool) -> pathlib.Path:
+    """A copy of the course folder, without releases, submissions or gradebook.
+
+    The pipeline's course is configured as the course is, but for the timeout (TIMEOUT, to keep
+    the hanging students short). The other assignments' course, where no submission hangs or
+    kills its kernel, keeps the course's timeout and stops each graded kernel at once instead of
+    asking it to exit (which takes a kernel that loaded torch 1-2 s more): its outputs are all in by then.
+    """
+    course = tmp_path_factory.mktemp(name) / "exercises"
     shutil.copytree(ROOT / "exercises", course, ignore=shutil.ignore_patterns(
         "release", "submitted", "autograded", "feedback", "downloaded", "gradebook.db", "__pycache__"))
-    # this course's cells time out after TIMEOUT seconds, to keep the hanging students short
     with open(course / "nbgrader_config.py", "a") as config:
-        config.write(f"\nc.Execute.timeout = {TIMEOUT}  # set by tests/assignment_harness.py\n")
-    timings = {}
+        config.write("\n# set by tests/assignment_harness.py\n")
+        if pipeline:
+            config.write(f"c.Execute.timeout = {TIMEOUT}\n")
+        else:
+            config.write('c.Execute.shutdown_kernel = "immediate"\n')
+    return course
 
+
+def timed(timings: dict, step: str, function, *args, **kwargs):
     start = time.perf_counter()
-    instructor(course, "release", assignment)
-    timings["release"] = time.perf_counter() - start
-    if assignment == PIPELINE:  # the release of every assignment, in one command
-        instructor(course, "release all", assignment)
-        assert sorted(p.name for p in (course / "release").iterdir()) == SOURCES
+    result = function(*args, **kwargs)
+    timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
+    return result
+
+
+def hand_grade(course: pathlib.Path, assignment: str, student: str, grade_ids) -> dict:
+    """Give full marks to a student's explanations, as the instructor does in formgrader.
+
+    Returns each explanation's grade as the autograder left it: (needs_manual_grade, auto_score, max_score).
+    """
+    before = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for grade_id in grade_ids:
+            grade = gradebook.find_grade(grade_id, assignment, assignment, student)
+            before[grade_id] = (grade.needs_manual_grade, grade.auto_score, grade.max_score)
+            grade.manual_score, grade.needs_manual_grade = grade.max_score, False
+        gradebook.db.commit()
+    return before
+
+
+def gradebook_cells(course: pathlib.Path, assignment: str, students) -> dict:
+    """Each student's grades, per graded cell, as the gradebook holds them: {student: {grade_id: grade}}."""
+    cells = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for student in students:
+            notebook = gradebook.find_submission_notebook(assignment, assignment, student)
+            cells[student] = {grade.name: {"score": grade.score, "max_score": grade.max_score, "auto_score": grade.auto_score,
+                                           "needs_manual_grade": grade.needs_manual_grade} for grade in notebook.grades}
+    return cells
+
+
+def submit_and_grade(course: pathlib.Path, assignment: str) -> dict:
+    """Hand in an assignment's class (released in `course`), collect it, grade it with the README's commands,
+    grade HAND_GRADED's explanations by hand, and write the feedback. The export comes after (see finish)."""
+    case = cases(assignment)
+    timings = {}
     source = nbformat.read(course / "source" / assignment / f"{assignment}.ipynb", as_version=4)
     release = nbformat.read(course / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
@@ -175,31 +251,70 @@ def grade_a_class(assignment, tmp_path_factory):
             nbformat.write(notebook, archive / f"{student}__{assignment}.ipynb")
 
     # the README's commands, verbatim
-    start = time.perf_counter()
-    instructor(course, "collect", assignment)
-    timings["collect"] = time.perf_counter() - start
-    start = time.perf_counter()
-    grading = instructor(course, "autograde", assignment, check=False)
-    timings["autograde"] = time.perf_counter() - start
-    start = time.perf_counter()
-    instructor(course, "feedback", assignment)
-    timings["feedback"] = time.perf_counter() - start
-    instructor(course, "export", assignment)
-
-    with open(course / "grades.csv") as f:
-        # one row per student and assignment of the gradebook (the pipeline's course has released them all)
-        scores = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f) if row["assignment"] == assignment}
-    summary = (f"assignment {assignment}: release {timings['release']:.1f} s, collect {len(students)} submissions "
-               f"{timings['collect']:.1f} s, autograde {len(students)} submissions {timings['autograde']:.1f} s, "
-               f"feedback {timings['feedback']:.1f} s")
-    print("\n" + summary)
+    timed(timings, "collect", instructor, course, "collect", assignment)
+    grading = timed(timings, "autograde", instructor, course, "autograde", assignment, check=False)
+    # the explanations wait for the instructor; grade one student's by hand before the export, which counts them
+    explained = timed(timings, "hand grading", hand_grade, course, assignment, HAND_GRADED, manual_cells(source))
+    timed(timings, "feedback", instructor, course, "feedback", assignment)
     total = sum(points for _, points, _ in case.WRONG.values())
     return {"assignment": assignment, "path": course, "source": source, "release": release, "students": students,
-            "scores": scores, "grading": grading, "timings": timings, "summary": summary, "wrong": case.WRONG, "total": total}
+            "grading": grading, "timings": timings, "wrong": case.WRONG, "total": total,
+            "by_hand": sum(c.metadata["nbgrader"]["points"] for c in manual_cells(source).values()),
+            "explained": explained, "hand_graded": HAND_GRADED}
+
+
+def finish(course: pathlib.Path, graded: list, shared: dict) -> None:
+    """Export the grades of every assignment graded in `course` with one README command, and read them back.
+
+    `shared` holds the times of the course's steps that serve every assignment (its releases):
+    each assignment's summary counts its share of them.
+    """
+    shared = dict(shared)
+    timed(shared, "export", instructor, course, "export", graded[0]["assignment"])
+    with open(course / "grades.csv") as f:
+        rows = list(csv.DictReader(f))  # one row per student and assignment of the gradebook
+    for result in graded:
+        a, timings = result["assignment"], result["timings"]
+        # the gradebook lists every student it knows under every assignment: a zero row for
+        # a student of another class, who handed in nothing for this one (kept in "absent")
+        rows_of_a = {row["student_id"]: row for row in rows if row["assignment"] == a}
+        result["rows"] = {student: row for student, row in rows_of_a.items() if student in result["students"]}
+        result["absent"] = {student: float(row["score"]) for student, row in rows_of_a.items() if student not in result["students"]}
+        result["scores"] = {student: float(row["score"]) for student, row in result["rows"].items()}
+        result["cells"] = timed(timings, "reading the gradebook", gradebook_cells, course, a, result["students"])
+        for step, seconds in shared.items():
+            timings[step] = seconds / len(graded)
+        n = len(result["students"])
+        steps = ", ".join(f"{step} {seconds:.1f} s" + (f" ({seconds / n:.1f} s each)" if step == "autograde" else "")
+                          + (f" (1/{len(graded)} of {shared[step]:.1f} s)" if step in shared and len(graded) > 1 else "")
+                          for step, seconds in timings.items())
+        result["summary"] = f"assignment {a}, {n} submissions: {sum(timings.values()):.1f} s in all: {steps}"
+        print("\n" + result["summary"])
+
+
+def grade_a_class(assignment, tmp_path_factory):
+    """The pipeline: a copy of the course folder with one assignment released, its class submitted,
+    graded, given feedback and exported."""
+    course = new_course(tmp_path_factory, f"course-{assignment}", pipeline=True)
+    shared = {}
+    timed(shared, "release", instructor, course, "release", assignment)
+    result = submit_and_grade(course, assignment)
+    finish(course, [result], shared)
+    return result
+
+
+def grade_assignments(assignments, tmp_path_factory) -> dict:
+    """One course for the given assignments: all released with one README command, each class submitted,
+    graded and given feedback, then the grades of all exported with one command. {assignment: result}"""
+    course = new_course(tmp_path_factory, "course-assignments", pipeline=False)
+    shared = {}
+    timed(shared, "release all", instructor, course, "release all", assignments[0])
+    assert sorted(p.name for p in (course / "release").iterdir()) == SOURCES
+    graded = [submit_and_grade(course, a) for a in assignments]
+    finish(course, graded, shared)
+    return {result["assignment"]: result for result in graded}
 
 
 def autograded(course, student):
     a = course["assignment"]
     return nbformat.read(course["path"] / "autograded" / student / a / f"{a}.ipynb", as_version=4)
-
-

@@ -2,11 +2,16 @@
 
 1-4 as for every assignment (test_assignments.py), and
 5. a submission that hangs (even ignoring the interrupt), or kills its kernel
-   (once or twice), scores zero on that task only, and the other submissions
-   are still graded;
+   (once or twice), scores zero on that task only (each test cell's score, from
+   the gradebook), and the other submissions are still graded; a right answer
+   that delegates to a forbidden library is caught;
 6. a class of 30 generated submissions of mixed quality is collected and
    graded in one command each, with the expected scores (one student hands in
    a zip file); the times are shown in pytest's terminal summary.
+
+This course is configured as the course is (exercises/nbgrader_config.py), but
+for a shorter timeout (assignment_harness.TIMEOUT), and releases only this
+assignment: test_assignments.py runs the README's command that releases them all.
 """
 
 import json
@@ -17,10 +22,12 @@ from assignment_harness import PIPELINE, autograded, grade_a_class
 pytestmark = pytest.mark.slow
 
 from test_assignments import (  # noqa: E402,F401  (the same proofs 1-4 and 6, on the pipeline's assignment)
+    cell_scores,
+    task_points,
     test_1_the_release_has_no_solution_and_no_hidden_test,
     test_2_the_source_as_a_submission_scores_full_marks,
     test_3_the_untouched_release_runs_to_the_end_and_scores_zero,
-    test_4_one_task_wrong_costs_exactly_its_points_and_the_feedback_names_it,
+    test_4_each_wrong_task_costs_exactly_its_points_and_the_feedback_names_it,
     test_6_a_class_is_graded_in_one_command_with_the_expected_scores,
 )
 
@@ -44,8 +51,11 @@ def test_5_a_hang_or_a_dead_kernel_costs_only_that_task(course):
                if c.cell_type == "code" and c.metadata["nbgrader"].get("grade") and g != "task6_tests")
     killed = {c.metadata["nbgrader"]["grade_id"]: c for c in autograded(course, "kills").cells if "nbgrader" in c.metadata}
     assert any(o.get("ename") == "DeadKernelError" for o in killed["task4_tests"].outputs)
+    # only the task that hung or killed the kernel scores zero, test cell by test cell
+    tests = task_points(course)
+    for student, lost in {"hangs": {"task5_tests"}, "hangs-hard": {"task6_tests"}, "kills": {"task4_tests"},
+                          "kills-twice": {"task4_tests", "task6_tests"}}.items():
+        assert cell_scores(course, student) == {t: (0 if t in lost else p) for t, p in tests.items()}, student
     assert course["scores"]["delegates"] == total - 3  # delegating task 1 to ad_lib is caught by a hidden test
     assert course["scores"]["zipped"] == total - 2  # handed in as a zip file, collected and graded
     assert course["grading"].returncode == 0, "grading the class went through"
-
-

@@ -1,4 +1,5 @@
-"""Every assignment but the first, proved with nbgrader in a temporary copy (a small class each).
+"""Every assignment but the first, proved with nbgrader in a temporary copy of the course
+(one course for them all, a small class each).
 
 1. the release contains no solution and no hidden test, and the feedback no hidden test;
 2. the source, submitted as a student's, scores full marks on every autograded task, and
@@ -6,28 +7,57 @@
    export counts them);
 3. the untouched release runs to its end, fails only with NotImplementedError, scores
    zero, and its blank explanations score zero without waiting for the instructor;
-4. one wrong task costs exactly its points, and the feedback names it;
-6. the class is graded in one command with the expected scores.
+4. each wrong task costs exactly its points, and no point of another task, and the
+   feedback names it: two submissions hold every wrong answer (the odd tasks wrong,
+   the even tasks wrong, so that each wrong task sits between right ones), and each
+   test cell's score is read from the gradebook;
+6. the class is graded in one command with the expected scores, test cell by test
+   cell (a right answer that calls a forbidden library scores zero on its task).
 
 The first assignment, with the whole pipeline (hangs, dead kernels, a class of
 30), is in test_assignment_pipeline.py. See assignment_harness.py.
 """
 
-import csv
+import ast
 import html
 import re
 
 import pytest
-from assignment_harness import (CLASS_SIZE, PIPELINE, SOURCES, autograded, expected_score, grade_a_class,
-                                manual_cells, nbgrader)
-from nbgrader.api import Gradebook
+from assignment_harness import (CLASS_SIZE, PIPELINE, SOURCES, autograded, expected_cells, expected_score,
+                                grade_assignments, manual_cells, solution_cells, wrong_halves)
 
 pytestmark = pytest.mark.slow
 
+OTHERS = [a for a in SOURCES if a != PIPELINE]
 
-@pytest.fixture(scope="module", params=[a for a in SOURCES if a != PIPELINE])
-def course(request, tmp_path_factory):
-    return grade_a_class(request.param, tmp_path_factory)
+
+@pytest.fixture(scope="module")
+def graded(request, tmp_path_factory):
+    """One course for every assignment whose tests were selected, released, graded and exported together."""
+    selected = {item.callspec.params["course"] for item in request.session.items
+                if item.path == request.path and "course" in getattr(getattr(item, "callspec", None), "params", {})}
+    return grade_assignments([a for a in OTHERS if a in selected] or OTHERS, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=OTHERS)
+def course(request, graded):
+    return graded[request.param]
+
+
+def task_points(course) -> dict:
+    """The autograded test cells and their points: {test grade_id: points}."""
+    return {test_id: points for test_id, points, _ in course["wrong"].values()}
+
+
+def cell_scores(course, student) -> dict:
+    """A student's score on each autograded test cell, from the gradebook."""
+    return {test_id: course["cells"][student][test_id]["score"] for test_id in task_points(course)}
+
+
+def toc_scores(feedback: str) -> dict:
+    """The feedback's table of contents: each test cell's own score, {grade_id: (score, out of)}."""
+    return {g: (float(got), float(out_of)) for g, got, out_of in re.findall(
+        r'<li><a href="#([^"]+)">Test cell</a> \(Score: ([\d.]+) / ([\d.]+)\)</li>', feedback)}
 
 
 def test_1_the_release_has_no_solution_and_no_hidden_test(course):
@@ -80,25 +110,26 @@ def test_1_the_release_has_no_solution_and_no_hidden_test(course):
 
 
 def test_2_the_source_as_a_submission_scores_full_marks(course):
-    assert course["scores"]["full"] == course["total"]  # every point the autograder gives
-    # the explanations wait for the instructor; once graded (as formgrader does), the export counts them
-    a, explanations = course["assignment"], manual_cells(course["source"])
-    with Gradebook(f"sqlite:///{course['path'] / 'gradebook.db'}") as gradebook:
-        for grade_id, cell in explanations.items():
-            grade = gradebook.find_grade(grade_id, a, a, "full")
-            assert grade.needs_manual_grade and grade.auto_score is None, grade_id
-            assert grade.max_score == cell.metadata["nbgrader"]["points"], grade_id
-            grade.manual_score, grade.needs_manual_grade = grade.max_score, False
-        gradebook.db.commit()
-    nbgrader(course["path"], "export", "--to", "graded-by-hand.csv")
-    with open(course["path"] / "graded-by-hand.csv") as f:
-        row = next(row for row in csv.DictReader(f) if row["student_id"] == "full" and row["assignment"] == a)
+    assert cell_scores(course, "full") == task_points(course)  # every point the autograder gives, task by task
+    # the explanations waited for the instructor (as the autograder left them: explained); graded by hand
+    # (as formgrader does) before the export, they count in it
+    assert course["hand_graded"] == "full"
+    explanations = manual_cells(course["source"])
+    assert set(course["explained"]) == set(explanations)
+    for grade_id, cell in explanations.items():
+        needs_manual_grade, auto_score, max_score = course["explained"][grade_id]
+        assert needs_manual_grade and auto_score is None, grade_id
+        assert max_score == cell.metadata["nbgrader"]["points"], grade_id
+        assert course["cells"]["full"][grade_id]["score"] == max_score, grade_id
     by_hand = sum(c.metadata["nbgrader"]["points"] for c in explanations.values())
+    assert by_hand == course["by_hand"]
+    row = course["rows"]["full"]
     assert float(row["score"]) == float(row["max_score"]) == course["total"] + by_hand
 
 
 def test_3_the_untouched_release_runs_to_the_end_and_scores_zero(course):
     assert course["scores"]["untouched"] == 0
+    assert set(cell_scores(course, "untouched").values()) == {0}
     notebook = autograded(course, "untouched")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), "every code cell ran"
@@ -106,46 +137,80 @@ def test_3_the_untouched_release_runs_to_the_end_and_scores_zero(course):
     assert errors and {o.ename for o in errors} == {"NotImplementedError"}
     graded = [c for c in code if c.metadata["nbgrader"].get("grade")]
     failed = {c.metadata["nbgrader"]["grade_id"] for c in graded if any(o.output_type == "error" for o in c.outputs)}
-    assert failed == {test_id for test_id, _, _ in course["wrong"].values()}
+    assert failed == set(task_points(course))
     # an explanation left as released scores zero at once, with nothing left to grade by hand
-    a = course["assignment"]
-    with Gradebook(f"sqlite:///{course['path'] / 'gradebook.db'}") as gradebook:
-        for grade_id in manual_cells(course["source"]):
-            grade = gradebook.find_grade(grade_id, a, a, "untouched")
-            assert grade.auto_score == 0 and not grade.needs_manual_grade, grade_id
+    for grade_id in manual_cells(course["source"]):
+        grade = course["cells"]["untouched"][grade_id]
+        assert grade["auto_score"] == 0 and not grade["needs_manual_grade"], grade_id
 
 
-def test_4_one_task_wrong_costs_exactly_its_points_and_the_feedback_names_it(course):
-    a = course["assignment"]
-    for grade_id, (test_id, points, _) in course["wrong"].items():
-        student = f"wrong-{grade_id.split('_')[0]}"
-        assert course["scores"][student] == course["total"] - points, student
+def top_level_names(code: str) -> tuple:
+    """The names a cell's code binds in the notebook's namespace, and whether it also runs other statements there."""
+    names, runs = set(), False
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+        else:
+            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            runs = True  # a statement that runs could change what other tasks see
+    return names, runs
+
+
+def test_4_each_wrong_task_costs_exactly_its_points_and_the_feedback_names_it(course):
+    a, wrong, tests = course["assignment"], course["wrong"], task_points(course)
+    # A wrong answer (or a delegating one) only defines, as the right one does, its task's functions:
+    # nothing that another task's cell reads. So the two halves below cover every pair of tasks.
+    right = {g: re.sub(r"\s*### (BEGIN|END) SOLUTION", "", c.source) for g, c in solution_cells(course["source"]).items()}
+    for grade_id, code in [(g, w[2]) for g, w in wrong.items()] + list(course["students"].get("delegates", {}).items()):
+        names, runs = top_level_names(code)
+        assert not runs and names <= top_level_names(right[grade_id])[0], (grade_id, names)
+
+    halves, order = wrong_halves(wrong), list(wrong)
+    assert sorted(g for half in halves.values() for g in half) == sorted(wrong)  # every task is wrong once
+    for student, wrong_ids in halves.items():
+        # each wrong answer sits between right ones
+        for i, grade_id in enumerate(order):
+            if grade_id in wrong_ids:
+                assert not {order[j] for j in (i - 1, i + 1) if 0 <= j < len(order)} & set(wrong_ids), student
+        failing = {wrong[g][0] for g in wrong_ids}
+        expected = {t: (0 if t in failing else p) for t, p in tests.items()}
+        # each test cell: zero for the wrong tasks, full marks for the others, in the gradebook ...
+        assert cell_scores(course, student) == expected, student
+        assert course["scores"][student] == course["total"] - sum(tests[t] for t in failing), student
+        # ... and in the feedback's table of contents, which names each wrong task
         feedback = (course["path"] / "feedback" / student / a / f"{a}.html").read_text()
-        task = grade_id.split("_")[0].replace("task", "Task ")
-        assert task in feedback and test_id in feedback
-        # the feedback's table of contents: each test cell's own score
-        scores = {g: (float(got), float(out_of)) for g, got, out_of in re.findall(
-            r'<li><a href="#([^"]+)">Test cell</a> \(Score: ([\d.]+) / ([\d.]+)\)</li>', feedback)}
-        tests = {t: p for t, p, _ in course["wrong"].values()}
-        assert set(scores) == set(tests), student
-        assert scores[test_id] == (0.0, float(points)), student
-        assert all(scores[t] == (float(p), float(p)) for t, p in tests.items() if t != test_id), (student, scores)
-        # and the graded notebook: only that test cell failed
+        assert toc_scores(feedback) == {t: (float(got), float(tests[t])) for t, got in expected.items()}, student
+        for grade_id in wrong_ids:
+            task = grade_id.split("_")[0].replace("task", "Task ")
+            assert task in feedback and wrong[grade_id][0] in feedback, (student, grade_id)
+        # and the graded notebook: only those test cells failed
         graded = [c for c in autograded(course, student).cells
                   if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
         failed = {c.metadata["nbgrader"]["grade_id"] for c in graded if any(o.output_type == "error" for o in c.outputs)}
-        assert failed == {test_id}, student
+        assert failed == failing, student
+    # so each task is lost in exactly one of the two, and nowhere else
+    assert all(sum(cell_scores(course, s)[t] == 0 for s in halves) == 1 for t in tests)
 
 
 def test_6_a_class_is_graded_in_one_command_with_the_expected_scores(course, record_property):
     record_property("assignment timings", course["summary"])  # shown at the end of the run (conftest.py)
-    assert set(course["scores"]) == set(course["students"])
+    assert course["grading"].returncode == 0, "grading the class went through"
+    assert set(course["scores"]) == set(course["students"])  # every student has a row in the export
+    assert set(course["absent"].values()) <= {0.0}  # and a student who handed nothing in scores zero
     if course["assignment"] == PIPELINE:
         assert len(course["students"]) == CLASS_SIZE
-    special = {"hangs", "hangs-hard", "kills", "kills-twice", "delegates"}
-    mismatches = {
-        student: (course["scores"][student], expected_score(choices, course["wrong"]))
-        for student, choices in course["students"].items()
-        if student not in special and course["scores"][student] != expected_score(choices, course["wrong"])
-    }
+    special = {"hangs", "hangs-hard", "kills", "kills-twice"}  # the pipeline's: see its test 5
+    mismatches = {}
+    for student, choices in course["students"].items():
+        if student in special:
+            continue
+        expected = expected_score(choices, course["wrong"]) + (course["by_hand"] if student == course["hand_graded"] else 0)
+        if course["scores"][student] != expected or cell_scores(course, student) != expected_cells(choices, course["wrong"]):
+            mismatches[student] = (course["scores"][student], expected, cell_scores(course, student))
     assert not mismatches, mismatches
+    # a right answer that delegates to a forbidden library is caught by a hidden test: it costs its task only
+    if "delegates" in course["students"]:
+        delegated = {course["wrong"][g][0] for g in course["students"]["delegates"]}
+        assert delegated and all(cell_scores(course, "delegates")[t] == 0 for t in delegated)

@@ -1,7 +1,8 @@
 """Assignment 1 (finite differences): wrong-but-plausible answers, and the pipeline's special students.
 
-Used by tests/test_assignments.py. Every assignment has a module like this one,
-named after it, with WRONG: {solution grade_id: (test grade_id, points, code)}.
+Used by tests/test_assignment_pipeline.py. Every assignment has a module like this one,
+named after it, with WRONG: {solution grade_id: (test grade_id, points, code)}, and
+may have DELEGATING: {solution grade_id: a right answer that calls what the task forbids}.
 """
 
 # Wrong but plausible answers, one per task: the solution cell's grade_id, the points of
@@ -75,10 +76,13 @@ def complex_step_verdicts():
     os._exit(1)
 ''',
 }
-DELEGATES = '''
+# Right answers that delegate to ad_lib, which the task forbids: a hidden check catches them.
+DELEGATING = {
+    "task1_forward_gradient": '''
 def forward_gradient(f, x, h=1e-7):
     from ad_lib.finite_diff import forward_difference
     return forward_difference(f, x, h)
-'''
+''',
+}
 
 
