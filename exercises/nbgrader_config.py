@@ -26,6 +26,9 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Grading: each cell gets at most this many seconds; a cell that runs longer
 # (an endless loop) is interrupted and fails, and grading goes on.
 c.Execute.timeout = 60
+# A graded notebook's kernel is stopped at once when its last cell has run, not asked
+# to shut down (which waits about a second and a half per submission for nothing).
+c.Execute.shutdown_kernel = "immediate"
 # A cell that kills its kernel fails alone too: see grading.py.
 sys.path.insert(0, HERE)
 from grading import ClearHiddenTracebacks, ResilientExecute  # noqa: E402

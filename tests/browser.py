@@ -12,6 +12,7 @@ import html.parser
 import os
 import pathlib
 import shutil
+import time
 import urllib.parse
 
 try:  # selenium is in requirements.txt; without it the browser tests skip, saying why
@@ -163,6 +164,19 @@ const r = element.getBoundingClientRect();
 const style = getComputedStyle(element);
 return r.width > 0 && r.height > 0 && r.right > 0 && r.left < window.innerWidth && style.visibility !== 'hidden';
 """
+
+
+def in_view(session, selector: str, expected: bool, timeout: float = 5.0) -> bool:
+    """Whether the element comes into view (``expected=True``) or leaves it, waiting up to ``timeout`` s.
+
+    The theme's drawers slide in and out: a check made at once would race the animation.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        now = bool(session.execute_script(IN_VIEW, selector))
+        if now == expected or time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
 
 
 def visible_buttons(session, selector: str) -> list:

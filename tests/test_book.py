@@ -227,6 +227,18 @@ def _open(session, page: pathlib.Path, width: int):
     return state
 
 
+def _finish_page(session, name: str, found: list, problems: dict, screenshot: str):
+    """Add the console's errors to what was found on a page, record it, and keep a screenshot of chapter 2."""
+    errors = browser.console_errors(session)
+    if errors:
+        found.append(f"console errors: {errors[:3]}")
+    if found:
+        problems[name] = found
+    if name == "chapters/02_computational_graphs.html":
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        session.save_screenshot(str(ARTIFACTS / screenshot))
+
+
 def test_every_page_reads_offline(book, chromium):
     problems = {}
     formulas = 0
@@ -262,14 +274,7 @@ def test_every_page_reads_offline(book, chromium):
             stuck = chromium.execute_script(browser.OPEN_DROPDOWNS)
             if stuck:
                 found.append(f"dropdowns that do not open: {stuck[:3]}")
-        errors = browser.console_errors(chromium)
-        if errors:
-            found.append(f"console errors: {errors[:3]}")
-        if found:
-            problems[name] = found
-        if name == "chapters/02_computational_graphs.html":
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            chromium.save_screenshot(str(ARTIFACTS / "chapter-02-1280.png"))
+        _finish_page(chromium, name, found, problems, "chapter-02-1280.png")
     assert not problems, json.dumps(problems, indent=1)[:6000]
     assert formulas > 500, f"only {formulas} formulas in the whole book: is the mathematics still there?"
 
@@ -281,19 +286,17 @@ def test_the_menu_and_the_page_contents_open_on_a_phone(book, chromium):
         _open(chromium, page, 400)
         found = []
         toc_link = 'nav.bd-links a[href$="intro.html"], nav.bd-links a[href="#"]'
-        if chromium.execute_script(browser.IN_VIEW, toc_link):
+        if browser.in_view(chromium, toc_link, False):
             found.append("the menu is open before it is asked for")
         buttons = browser.visible_buttons(chromium, ".primary-toggle")
         if len(buttons) != 1:
             found.append(f"{len(buttons)} visible menu buttons")
         else:
             buttons[0].click()
-            time.sleep(0.4)
-            if not chromium.execute_script(browser.IN_VIEW, toc_link):
+            if not browser.in_view(chromium, toc_link, True):
                 found.append("the menu button does not open the menu")
             browser.press_escape(chromium)
-            time.sleep(0.4)
-            if chromium.execute_script(browser.IN_VIEW, toc_link):
+            if browser.in_view(chromium, toc_link, False):
                 found.append("the menu does not close")
         if chromium.find_elements("css selector", ".bd-sidebar-secondary .bd-toc-nav a"):  # a page with sections
             secondary = browser.visible_buttons(chromium, ".secondary-toggle")
@@ -301,19 +304,12 @@ def test_the_menu_and_the_page_contents_open_on_a_phone(book, chromium):
                 found.append(f"{len(secondary)} visible page-contents buttons")
             else:
                 secondary[0].click()
-                time.sleep(0.4)
-                if not chromium.execute_script(browser.IN_VIEW, ".bd-sidebar-secondary .bd-toc-nav a"):
+                if not browser.in_view(chromium, ".bd-sidebar-secondary .bd-toc-nav a", True):
                     found.append("the page-contents button does not open them")
                 browser.press_escape(chromium)
-                time.sleep(0.4)
-        errors = browser.console_errors(chromium)
-        if errors:
-            found.append(f"console errors: {errors[:3]}")
-        if found:
-            problems[name] = found
-        if name == "chapters/02_computational_graphs.html":
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            chromium.save_screenshot(str(ARTIFACTS / "chapter-02-400.png"))
+                if browser.in_view(chromium, ".bd-sidebar-secondary .bd-toc-nav a", False):
+                    found.append("the page contents do not close")
+        _finish_page(chromium, name, found, problems, "chapter-02-400.png")
     assert not problems, json.dumps(problems, indent=1)[:6000]
 
 
@@ -321,12 +317,10 @@ def test_the_sidebar_collapses_on_a_desktop(book, chromium):
     page = book / "chapters" / "03_forward_mode.html"
     _open(chromium, page, 1280)
     toc_link = 'nav.bd-links a[href$="intro.html"]'
-    assert chromium.execute_script(browser.IN_VIEW, toc_link), "the sidebar is shown at 1280 px"
+    assert browser.in_view(chromium, toc_link, True), "the sidebar is shown at 1280 px"
     button, = browser.visible_buttons(chromium, ".primary-toggle")
     button.click()
-    time.sleep(0.4)
-    assert not chromium.execute_script(browser.IN_VIEW, toc_link), "the menu button collapses the sidebar"
+    assert not browser.in_view(chromium, toc_link, False), "the menu button collapses the sidebar"
     button.click()
-    time.sleep(0.4)
-    assert chromium.execute_script(browser.IN_VIEW, toc_link), "and brings it back"
+    assert browser.in_view(chromium, toc_link, True), "and brings it back"
     assert not browser.console_errors(chromium)
