@@ -178,11 +178,20 @@ class ComputationalGraph:
         return 0.0
 
     def draw(self, ax=None, *, show_values: bool = True):
-        """Draw the graph with matplotlib: inputs on the left, each node one column right of its deepest parent."""
+        """Draw the graph with matplotlib: inputs on the left, each node one column right of its deepest parent.
+
+        Each node is a box with its name, its primitive and (``show_values``)
+        its value, in the font size of matplotlib's settings (``font.size``;
+        the book's ``chapters/matplotlibrc``), and each edge an arrow from the
+        edge of the parent's box to the edge of the child's. Without ``ax``,
+        a new figure no wider than matplotlib's default. Returns the axes.
+        Chapter 2, section "A program is a sequence of operations".
+        """
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(1.9 * (max(self.depths()) + 1) + 1, 0.9 * len(self.nodes) / 1.5 + 1.5))
+            width = min(1.9 * (max(self.depths()) + 1) + 1, plt.rcParams["figure.figsize"][0])
+            _, ax = plt.subplots(figsize=(width, 0.9 * len(self.nodes) / 1.5 + 1.5))
         depth = self.depths()
         columns: dict[int, list[int]] = {}
         for k, d in enumerate(depth):
@@ -191,20 +200,23 @@ class ComputationalGraph:
         for d, members in columns.items():
             for i, k in enumerate(members):
                 position[k] = (d, (len(members) - 1) / 2 - i)
-        for parent, child in self.edges():
-            ax.annotate(
-                "", xy=position[child], xytext=position[parent],
-                arrowprops=dict(arrowstyle="-|>", color="0.4", lw=1.2, shrinkA=18, shrinkB=18,
-                                connectionstyle=f"arc3,rad={self._bend(parent, child, position)}"),
-            )
+        boxes = {}
         for node in self.nodes:
             x, y = position[node.index]
             color = "#cfe3f7" if node.primitive is None else ("#f7d9b0" if node.index == self.output else "#eeeeee")
             label = node.name if node.primitive is None else f"{node.name}\n{node.primitive.name}"
             if show_values:
                 label += f"\n{_show(node.value)}"
-            ax.text(x, y, label, ha="center", va="center", fontsize=8,
-                    bbox=dict(boxstyle="round,pad=0.4", fc=color, ec="0.3"))
+            text = ax.text(x, y, label, ha="center", va="center", fontsize="medium",
+                           bbox=dict(boxstyle="round,pad=0.4", fc=color, ec="0.3"))
+            boxes[node.index] = text.get_bbox_patch()
+        for parent, child in self.edges():  # from box edge to box edge, whatever the boxes' size
+            ax.annotate(
+                "", xy=position[child], xytext=position[parent],
+                arrowprops=dict(arrowstyle="-|>", color="0.4", lw=1.2, shrinkA=1, shrinkB=1,
+                                patchA=boxes[parent], patchB=boxes[child],
+                                connectionstyle=f"arc3,rad={self._bend(parent, child, position)}"),
+            )
         xs = [p[0] for p in position.values()]
         ys = [p[1] for p in position.values()]
         ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
