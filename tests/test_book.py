@@ -79,8 +79,18 @@ def book(tmp_path_factory) -> pathlib.Path:
     return out / "_build" / "html"
 
 
+REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.I)
+
+
 def _pages(html: pathlib.Path) -> list:
-    return sorted(p for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts)
+    """The book's pages, without the redirects (index.html sends the reader to the preface)."""
+    pages = sorted(p for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts)
+    return [p for p in pages if not REDIRECT.search(p.read_text())]
+
+
+def test_the_front_page_leads_to_the_preface(book):
+    target = REDIRECT.search((book / "index.html").read_text())
+    assert target and (book / target.group(1)).resolve() == (book / "intro.html").resolve()
 
 
 def test_the_configuration_executes_every_notebook_and_stops_on_errors():
