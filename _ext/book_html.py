@@ -1,5 +1,8 @@
 """Small fixes to the HTML pages of the book, applied while Sphinx writes them.
 
+- The repository's address, set once in ``_config.yml`` (``repository: url:``),
+  is also the substitution ``{{ repository }}`` of the pages' Markdown (a link
+  to it), so that the text never spells it a second time.
 - Each inline script is included once. With Sphinx 7, the scripts that
   sphinx-thebe and sphinx-togglebutton add after the builder has started are
   included twice in every page; the second ``const THEBE_JS_URL = ...`` is a
@@ -25,6 +28,13 @@ def _include_each_script_once(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+def _repository_substitution(app, config):
+    url = (config.html_theme_options or {}).get("repository_url")
+    if url:
+        config.myst_substitutions = {**(config.myst_substitutions or {}), "repository": f"[repository]({url})"}
+
+
 def setup(app):
+    app.connect("config-inited", _repository_substitution)
     app.connect("html-page-context", _include_each_script_once, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -121,6 +121,9 @@ def test_the_repository_address_is_set_in_one_place(book):
     assert url.startswith("https://")
     page = (book / "chapters" / "02_computational_graphs.html").read_text()
     assert f'href="{url}"' in page  # the repository button
+    assert f'href="{url}"' in (book / "intro.html").read_text()  # the preface's link, from the same setting
+    sources = [ROOT / "intro.md", ROOT / "assignments.md", *(ROOT / "chapters").glob("*.ipynb")]
+    assert not [p.name for p in sources if url in p.read_text()], "the address is written only in _config.yml"
     assert url.split("github.com/", 1)[1] in page.split("mybinder.org/v2/gh/", 1)[1][:200]  # Binder builds it
     assert "`repository: url:` in `_config.yml`" in (ROOT / "README.md").read_text()  # where a course changes it
 
