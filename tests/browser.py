@@ -5,7 +5,9 @@ selenium through the system's chromedriver (Debian and Ubuntu:
 ``apt-get install chromium chromium-driver``; macOS: ``brew install --cask
 chromium chromedriver``). Pages are opened from ``file://``, as a reader opens
 a book copied to a machine with no network, and every host name fails to
-resolve (``--host-resolver-rules``), so a page that needs the network shows it.
+resolve (``--host-resolver-rules``), so a page that needs the network shows
+it; only the loopback address (127.0.0.1), where a test serves the book over
+HTTP, is reached.
 """
 
 import html.parser
@@ -48,7 +50,7 @@ def start(browser: str, driver: str):
         "--no-sandbox",  # CI runs as root
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--host-resolver-rules=MAP * ~NOTFOUND",  # no network: every host name fails to resolve
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network but the loopback address
         "--window-size=1280,900",
     ):
         options.add_argument(argument)
@@ -133,7 +135,8 @@ const widgets = [...document.querySelectorAll(
   .map(e => e.outerHTML.slice(0, 120));
 const widgetErrors = document.body.innerText.includes('Error displaying widget');
 const external = performance.getEntriesByType('resource').map(e => e.name)
-  .filter(n => !n.startsWith('file:') && !n.startsWith('data:') && !n.startsWith('blob:'));
+  .filter(n => !n.startsWith(location.origin === 'null' ? 'file:' : location.origin)
+               && !n.startsWith('data:') && !n.startsWith('blob:'));
 const images = [...document.querySelectorAll('article img')].map(img => ({
   src: img.getAttribute('src'), alt: img.getAttribute('alt') || '', loaded: img.complete && img.naturalWidth > 0,
   natural: img.naturalWidth, shown: img.getBoundingClientRect().width}));

@@ -14,7 +14,8 @@ notebook executed, warnings as errors), into a temporary folder. Then:
   is shown dead, that the console has no error, that every figure has alt
   text and is shown at its natural size (so its text stays as large as the
   body's), and that the menu and the page contents open at 400 px and the
-  sidebar collapses at 1280 px. Screenshots of a chapter at both widths are
+  sidebar collapses at 1280 px; and served over HTTP (from the loopback
+  address) a chapter reads the same. Screenshots of a chapter at both widths are
   kept in ``_build/test-artifacts/``. Without a browser these tests skip with
   the command that installs one; ``.ci/run`` installs it, so CI runs them.
 
@@ -23,6 +24,8 @@ To rerun these checks on a book built before, set ``AD_BOOK_HTML`` to its
 the book's own configuration.
 """
 
+import functools
+import http.server
 import json
 import os
 import pathlib
@@ -30,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 
@@ -324,6 +328,25 @@ def test_the_menu_and_the_page_contents_open_on_a_phone(book, chromium):
                     found.append("the page contents do not close")
         _finish_page(chromium, name, found, problems, "chapter-02-400.png")
     assert not problems, json.dumps(problems, indent=1)[:6000]
+
+
+def test_the_book_served_over_http_reads_the_same(book, chromium):
+    """Served by a plain web server (here Python's, on the loopback address) rather than opened as files."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            chromium.set_window_size(1280, 900)
+            chromium.get(f"{base}/chapters/03_forward_mode.html")
+            assert chromium.execute_async_script(browser.WAIT_FOR_MATHJAX) == "typeset"
+            report = chromium.execute_script(browser.PAGE_REPORT)
+            assert report["maths"] > 50 and not report["untypeset"] and not report["mathErrors"], report["untypeset"][:3]
+            assert all(e.startswith(base) for e in report["external"]), report["external"][:3]  # nothing from elsewhere
+            assert all(image["loaded"] for image in report["images"])
+            assert not browser.console_errors(chromium)
+        finally:
+            server.shutdown()
 
 
 def test_the_sidebar_collapses_on_a_desktop(book, chromium):
