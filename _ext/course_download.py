@@ -1,6 +1,7 @@
 """The course download: one archive with everything a reader needs to run the book offline.
 
-At the start of each HTML build this extension writes
+At the start of each build (the preface's link needs the file, whatever the
+builder) this extension writes
 ``_generated/ad-course.zip`` (ignored by git), which the preface links with
 the ``{download}`` role, so that the built book carries it. The archive holds
 
@@ -81,8 +82,6 @@ def build_archive(root: pathlib.Path, destination: pathlib.Path) -> pathlib.Path
 
 def _build(app):
     root = pathlib.Path(app.srcdir)
-    if app.builder.format != "html":
-        return
     if not (root / "ad_lib").is_dir():  # a book without the course (the tests' small books): nothing to download
         return
     build_archive(root, root / ARCHIVE)

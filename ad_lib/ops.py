@@ -212,6 +212,37 @@ class Box:
             new_shape = tuple(new_shape[0])
         return reshape(self, tuple(new_shape))
 
+    # Python's operators that have no derivative rule: an error that says why, not "bad operand type"
+    def __abs__(self):
+        raise NoRuleError(_no_rule_message("abs(x)", "abs", type(self).__name__))
+
+    def _compare(self, symbol):
+        raise NoRuleError(
+            f"x {symbol} ... was called on an ad_lib {type(self).__name__}: a comparison has no derivative; "
+            f"to branch on the value being differentiated, compare its plain value, ad_lib.ops.raw(x) {symbol} ..."
+        )
+
+    def __lt__(self, other):
+        self._compare("<")
+
+    def __le__(self, other):
+        self._compare("<=")
+
+    def __gt__(self, other):
+        self._compare(">")
+
+    def __ge__(self, other):
+        self._compare(">=")
+
+    def __float__(self):
+        raise NoRuleError(
+            f"float(x) was called on an ad_lib {type(self).__name__}: a Python number cannot carry a derivative "
+            "(math.exp and the like need one); use the primitives of ad_lib.ops, or ad_lib.ops.raw(x) for the plain value"
+        )
+
+    __int__ = __float__
+    __complex__ = __float__
+
     def __getattr__(self, name):
         # only reached when normal lookup fails: a tensor method without a rule
         if not name.startswith("_") and hasattr(torch.Tensor, name):
@@ -291,8 +322,13 @@ class Box:
         raise NoRuleError(_no_rule_message(f"torch.{name}", name, cls.__name__))
 
 
-class NoRuleError(TypeError):
-    """An operation without a derivative rule in :mod:`ad_lib.ops` was applied to a value being differentiated."""
+class NoRuleError(TypeError, AttributeError):
+    """An operation without a derivative rule in :mod:`ad_lib.ops` was applied to a value being differentiated.
+
+    A ``TypeError`` (the operation does not apply to the value) and, since a
+    missing tensor method is looked up as an attribute, an ``AttributeError``
+    too, so that ``hasattr(x, "grad")`` answers ``False`` as Python expects.
+    """
 
 
 def _no_rule_message(what: str, name: str, kind: str) -> str:
@@ -722,8 +758,12 @@ def _power_derivative(a, b):
 
 
 def _power_exponent_derivative(out, a, b):
-    """d(a^b)/db = a^b log a; as torch, 0 where a = 0 and b >= 0 (not 0 * log 0, NaN)."""
-    base_zero = (torch.as_tensor(raw(a)) == 0) & (torch.as_tensor(raw(b)) >= 0)
+    """d(a^b)/db = a^b log a; as torch, 0 where a = 0 and b >= 0 (not 0 * log 0, NaN).
+
+    For a complex exponent, "b >= 0" is read on its real part.
+    """
+    exponent = torch.as_tensor(raw(b))
+    base_zero = (torch.as_tensor(raw(a)) == 0) & ((exponent.real if exponent.is_complex() else exponent) >= 0)
     return mask_positive(mul(out, log(a)), ~base_zero)
 
 
@@ -933,3 +973,39 @@ scatter_index = _define(
     vjp=[lambda u, out, g, key, target: index(u, key)],
     params=("key", "target"), reads=[""],
 )
+
+
+# What each primitive computes, for help() and the library reference: the
+# primitives are objects, not functions, so each gets its docstring here.
+_WHAT = {
+    "broadcast_to": ("broadcast_to(x, target)", "x repeated along new or length-1 axes to the shape target, as torch.broadcast_to; its adjoint is sum_to"),
+    "sum_to": ("sum_to(x, target)", "x summed over the axes that broadcasting to x's shape repeated, back to the shape target; its adjoint is broadcast_to"),
+    "add": ("add(a, b)", "a + b, with broadcasting"),
+    "sub": ("sub(a, b)", "a - b, with broadcasting"),
+    "mul": ("mul(a, b)", "a * b, elementwise, with broadcasting"),
+    "div": ("div(a, b)", "a / b, elementwise, with broadcasting"),
+    "neg": ("neg(a)", "-a"),
+    "pow": ("pow(a, b)", "a ** b, elementwise; d/da = b a^(b-1), d/db = a^b log a, both 0 where torch's are"),
+    "exp": ("exp(a)", "the exponential, elementwise"),
+    "log": ("log(a)", "the natural logarithm, elementwise (NaN for a < 0, as torch; detect_anomaly stops there)"),
+    "sin": ("sin(a)", "the sine, elementwise"),
+    "cos": ("cos(a)", "the cosine, elementwise"),
+    "tanh": ("tanh(a)", "the hyperbolic tangent, elementwise; its reverse partial reads only its output"),
+    "sqrt": ("sqrt(a)", "the square root, elementwise; its partials read only its output"),
+    "mask_positive": ("mask_positive(x, a)", "x where a > 0 and 0 elsewhere: linear in x, piecewise constant in a"),
+    "relu": ("relu(a)", "max(a, 0), elementwise; its partials pass the tangent or cotangent where a > 0"),
+    "sum": ("sum(a, dim=None, keepdim=False)", "the sum of all entries, or along dim, as torch.sum"),
+    "reshape": ("reshape(a, target)", "a with the shape target"),
+    "transpose": ("transpose(a, dim0, dim1)", "a with the axes dim0 and dim1 exchanged"),
+    "matmul": ("matmul(a, b)", "the matrix product a @ b, with torch.matmul's rules for vectors and batches"),
+    "index": ("index(a, key)", "a[key] for basic indexing (ints, slices, ... and None); its reverse partial is scatter_index"),
+    "scatter_index": ("scatter_index(g, key, target)", "zeros of the shape target with g written at [key]: the adjoint of index"),
+}
+for _name, (_call, _what) in _WHAT.items():
+    PRIMITIVES[_name].__doc__ = (
+        f"``{_call}``, the primitive that computes {_what}.\n\n"
+        "It runs on tensors, numbers and ad_lib values; its forward (JVP) and reverse (VJP) partials "
+        "are defined with it in this module (chapter 3, section \"Where the forward partials live\"; "
+        "chapter 4, section \"The tensor tape\")."
+    )
+del _name, _call, _what

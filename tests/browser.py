@@ -1,9 +1,8 @@
 """A real headless browser over the built HTML book, with the network switched off.
 
 Used by tests/test_book.py. The browser is the system's Chromium, driven by
-selenium through the system's chromedriver (Debian and Ubuntu:
-``apt-get install chromium chromium-driver``; macOS: ``brew install --cask
-chromium chromedriver``). Pages are opened from ``file://``, as a reader opens
+selenium through the system's chromedriver (Debian: ``apt-get install chromium
+chromium-driver``; macOS: ``brew install --cask chromium chromedriver``). Pages are opened from ``file://``, as a reader opens
 a book copied to a machine with no network, and every host name fails to
 resolve (``--host-resolver-rules``), so a page that needs the network shows
 it; only the loopback address (127.0.0.1), where a test serves the book over
@@ -26,8 +25,9 @@ except ImportError:  # pragma: no cover
     webdriver = None
 
 INSTALL_HINT = (
-    "no headless Chromium found: install it with `apt-get install chromium chromium-driver` (Debian, "
-    "Ubuntu), or `brew install --cask chromium chromedriver` (macOS), or set CHROMIUM and CHROMEDRIVER "
+    "no headless Chromium found: install it with `apt-get install chromium chromium-driver` (Debian), "
+    "`brew install --cask chromium chromedriver` (macOS), or your system's Chromium and chromedriver "
+    "packages (their names vary: Ubuntu's chromium-browser is a snap), or set CHROMIUM and CHROMEDRIVER "
     "to the two programs"
 )
 

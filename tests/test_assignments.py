@@ -160,8 +160,8 @@ def top_level_names(code: str) -> tuple:
 
 def test_4_each_wrong_task_costs_exactly_its_points_and_the_feedback_names_it(course):
     a, wrong, tests = course["assignment"], course["wrong"], task_points(course)
-    # A wrong answer (or a delegating one) only defines, as the right one does, its task's functions:
-    # nothing that another task's cell reads. So the two halves below cover every pair of tasks.
+    # A wrong answer (or a delegating one) only defines, as the right one does, its task's functions,
+    # and runs nothing else at the notebook's top level.
     right = {g: re.sub(r"\s*### (BEGIN|END) SOLUTION", "", c.source) for g, c in solution_cells(course["source"]).items()}
     for grade_id, code in [(g, w[2]) for g, w in wrong.items()] + list(course["students"].get("delegates", {}).items()):
         names, runs = top_level_names(code)
@@ -169,6 +169,25 @@ def test_4_each_wrong_task_costs_exactly_its_points_and_the_feedback_names_it(co
 
     halves, order = wrong_halves(wrong), list(wrong)
     assert sorted(g for half in halves.values() for g in half) == sorted(wrong)  # every task is wrong once
+    # A task whose cells read what another task's answer defines would hide that dependency if both
+    # were wrong in the same submission: every such pair must sit in different halves (where the
+    # right task's score shows the wrong one's effect).
+    task_of = lambda grade_id: grade_id.split("_")[0]  # noqa: E731
+    imported = lambda code: {a.asname or a.name.split(".")[0] for n in ast.parse(code).body  # noqa: E731
+                             if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    defines = {task_of(g): top_level_names(code)[0] - imported(code) for g, code in right.items() if g in wrong}
+    reads = {}
+    for cell in course["source"].cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        if cell.cell_type == "code" and grade_id.startswith("task"):
+            loaded = {n.id for n in ast.walk(ast.parse(re.sub(r"^\s*[%!].*$", "", cell.source, flags=re.M)))
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            reads.setdefault(task_of(grade_id), set()).update(loaded)
+    half_of = {task_of(g): student for student, ids in halves.items() for g in ids}
+    for task, names in defines.items():
+        for other, loaded in reads.items():
+            if other != task and names & loaded and other in half_of:
+                assert half_of[other] != half_of[task], (task, other, sorted(names & loaded))
     for student, wrong_ids in halves.items():
         # each wrong answer sits between right ones
         for i, grade_id in enumerate(order):

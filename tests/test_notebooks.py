@@ -114,7 +114,6 @@ FONT_KEYS = (
 DRAWING_CALLS = {"show", "subplots", "figure", "subplot_mosaic", "draw", "imshow", "plot"}
 # Figure cells that another branch rewrites (issue 11, item 8: chapter 4's memory section);
 # strict: once the cell has its caption, this test fails until the entry is removed.
-PENDING_FIGURES = {}  # (notebook, cell id): why its figure has no caption yet (an expected failure, strict)
 
 
 def _rc():
@@ -178,11 +177,7 @@ def _figure_cells(path):
 
 
 FIGURE_CELLS = [
-    pytest.param(path, cell, id=f"{path.name}:{cell['id']}",
-                 marks=[pytest.mark.xfail(strict=True, reason=PENDING_FIGURES[path.name, cell["id"]])]
-                 if (path.name, cell["id"]) in PENDING_FIGURES else [])
-    for path in CHAPTERS
-    for cell in _figure_cells(path)
+    pytest.param(path, cell, id=f"{path.name}:{cell['id']}") for path in CHAPTERS for cell in _figure_cells(path)
 ]
 
 

@@ -192,3 +192,10 @@ def test_pow_derivatives_at_base_zero_follow_torch(mode):
             mine = torch.stack([jvp(f, (x,), (e.reshape(x.shape),))[1] for e in torch.eye(x.numel(), dtype=F64)])
             mine = mine.reshape(x.shape)
         torch.testing.assert_close(mine, expected)
+
+
+def test_every_primitive_says_what_it_computes():
+    """help(ops.exp) and the library reference show the primitive's own docstring, not Primitive's."""
+    for name, primitive in ops.PRIMITIVES.items():
+        assert primitive.__doc__ and primitive.__doc__ != ops.Primitive.__doc__, name
+        assert primitive.__doc__.startswith(f"``{name}("), name

@@ -5,6 +5,7 @@ closed forms, and the errors torch.func itself raises.
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -120,6 +121,21 @@ def test_an_operation_without_a_rule_is_named_and_points_to_ops(call, name):
         grad(lambda v: torch.exp(v).sum())(x)
     with pytest.raises(AttributeError):  # private names stay plain AttributeErrors (copy, pickle, IPython probe them)
         vjp(lambda v: v._repr_html_, x)
+
+
+def test_python_operators_without_a_rule_say_why():
+    """abs(x), x > 0 and float(x) on a value being differentiated: a NoRuleError that says what to do,
+    not Python's "bad operand type"; and hasattr answers False for a tensor attribute a box lacks."""
+    x = _randn(3)
+    cases = [(lambda v: abs(v), "abs"), (lambda v: v if v > 0 else -v, "ad_lib.ops.raw(x) >"),
+             (lambda v: v * (v <= 1), "ad_lib.ops.raw(x) <="), (lambda v: math.exp(v[0]), "float(x)")]
+    for f, words in cases:
+        for run in (lambda: grad(lambda v: f(v).sum())(x), lambda: jvp(f, (x,), (x,))):
+            with pytest.raises(ops.NoRuleError, match=re.escape(words)):
+                run()
+    seen = []
+    vjp(lambda v: seen.append((hasattr(v, "grad"), hasattr(v, "shape"))) or v.sum(), x)
+    assert seen == [(False, True)]
 
 
 def test_advanced_indexing_is_refused_with_a_message():
@@ -253,7 +269,7 @@ def test_a_constant_python_number_has_a_zero_derivative():
 
 HOLOMORPHIC = {
     "exp": ops.exp, "log": ops.log, "sin": ops.sin, "cos": ops.cos, "tanh": ops.tanh, "sqrt": ops.sqrt,
-    "polynomial": lambda z: z * z * z - 2 * z + 1, "quotient": lambda z: (z + 1) / (z * z + 2), "power": lambda z: z**3,
+    "polynomial": lambda z: z * z * z - 2 * z + 1, "quotient": lambda z: (z + 1) / (z * z + 2), "power": lambda z: z**3, "complex exponent": lambda z: z**z,
     "matmul": lambda z: torch.tensor([[1.0, 2j], [0.5, -1.0]], dtype=torch.complex128) @ z,
     "index and sum": lambda z: (z[1:] * z[:-1]).sum(),
 }
