@@ -15,13 +15,16 @@ notebook executed, warnings as errors), into a temporary folder. Then:
   text and is shown at its natural size (so its text stays as large as the
   body's), and that the menu and the page contents open at 400 px and the
   sidebar collapses at 1280 px; and served over HTTP (from the loopback
-  address) a chapter reads the same. Screenshots of a chapter at both widths are
-  kept in ``_build/test-artifacts/``. Without a browser these tests skip with
-  the command that installs one; ``.ci/run`` installs it, so CI runs them.
+  address) a chapter reads the same. Screenshots of a chapter at both widths
+  are kept in ``_build/test-artifacts/``. Without a browser these tests skip
+  with the command that installs one; ``.ci/run`` installs it, so CI runs them.
 
 To rerun these checks on a book built before, set ``AD_BOOK_HTML`` to its
-``_build/html`` folder. A separate small book checks that a cell that raises fails the build under
-the book's own configuration.
+``_build/html`` folder.
+
+Small books of their own, under the book's configuration and extensions, check
+that a cell that raises fails the build, and that a docstring citing a section
+the book does not have fails it too (and one that exists becomes a link).
 """
 
 import functools
@@ -50,7 +53,7 @@ JUPYTER_BOOK = [shutil.which("jupyter-book", path=str(pathlib.Path(sys.executabl
 pytestmark = pytest.mark.slow
 
 
-def _build(source: pathlib.Path, output: pathlib.Path) -> subprocess.CompletedProcess:
+def _build(source: pathlib.Path, output: pathlib.Path, extra_env: dict = None) -> subprocess.CompletedProcess:
     """The README's build command, writing into ``output``, in a reader's environment.
 
     conftest.py sets MPLBACKEND=Agg for the notebooks that nbval runs; a kernel
@@ -59,7 +62,7 @@ def _build(source: pathlib.Path, output: pathlib.Path) -> subprocess.CompletedPr
     environment without it, as a reader's has.
     """
     command = [*JUPYTER_BOOK, "build", str(source), "--path-output", str(output), "--warningiserror", "--keep-going"]
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env = {**{k: v for k, v in os.environ.items() if k != "MPLBACKEND"}, **(extra_env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=3000, env=env)
 
 
@@ -200,10 +203,7 @@ def test_the_course_download_holds_what_a_reader_needs_offline(book, tmp_path):
 
 def test_a_failing_cell_fails_the_build(tmp_path):
     book = tmp_path / "book"
-    book.mkdir()
-    shutil.copy(ROOT / "references.bib", book)
-    (book / "intro.md").write_text("# A book with a broken chapter\n")
-    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
+    _small_book(book, ["broken"])
     notebook = {
         "cells": [
             {"cell_type": "markdown", "metadata": {}, "source": ["# Broken"]},
@@ -215,13 +215,44 @@ def test_a_failing_cell_fails_the_build(tmp_path):
         "nbformat_minor": 5,
     }
     (book / "broken.ipynb").write_text(json.dumps(notebook))
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    # the book's own extensions, found where they are
-    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
-    (book / "_config.yml").write_text(yaml.safe_dump(config))
     result = _build(book, tmp_path / "out")
     assert result.returncode != 0
     assert "this cell fails" in result.stdout + result.stderr
+
+
+def _small_book(book: pathlib.Path, toc_files: list):
+    """A book of its own under ``book``, with the repository's configuration and extensions."""
+    book.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "references.bib", book)
+    shutil.copytree(ROOT / "_static", book / "_static")
+    (book / "intro.md").write_text("# A small book\n")
+    chapters = "".join(f"  - file: {f}\n" for f in toc_files)
+    (book / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{chapters}")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+
+
+def test_a_docstring_that_cites_a_section_the_book_lacks_fails_the_build(tmp_path):
+    book = tmp_path / "book"
+    _small_book(book, ["chapters/01_one", "reference"])
+    (book / "chapters").mkdir()
+    notebook = {"cells": [{"cell_type": "markdown", "id": "c0", "metadata": {}, "source": ["# One\n\n## A real section\n"]}],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    (book / "chapters" / "01_one.ipynb").write_text(json.dumps(notebook))
+    (book / "reference.md").write_text("# Reference\n\n```{eval-rst}\n.. automodule:: cited\n   :members:\n```\n")
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "cited.py").write_text('"""A module."""\n\n\ndef good():\n    """See chapter 1, section "A real section"."""\n')
+    result = _build(book, tmp_path / "good", {"PYTHONPATH": str(modules)})
+    assert result.returncode == 0, _problems(result)
+    page = (tmp_path / "good" / "_build" / "html" / "reference.html").read_text()
+    assert 'href="chapters/01_one.html#a-real-section"' in page  # the citation became a link to the section
+    (modules / "cited.py").write_text('"""A module."""\n\n\ndef bad():\n    """See chapter 1, section "No such section"."""\n')
+    result = _build(book, tmp_path / "bad", {"PYTHONPATH": str(modules)})
+    assert result.returncode != 0
+    assert 'cites chapter 1, section "No such section", which that chapter does not have' in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------
