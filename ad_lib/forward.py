@@ -223,8 +223,9 @@ def jacfwd(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
             full[argnums] = xx
             return f(*full)
 
-        def push(tangent):
-            return jvp(f_of_x, (x,), (tangent,))[1]
+        def push(tangent):  # a constant f (a Python number) has the tangent 0: a 0-d tensor like x's
+            tangent_out = jvp(f_of_x, (x,), (tangent,))[1]
+            return tangent_out if isinstance(tangent_out, (torch.Tensor, Box)) else torch.zeros((), dtype=x.dtype, device=x.device)
 
         plain = ops.raw(x)
         x_shape = tuple(shape(x))

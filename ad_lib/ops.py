@@ -38,6 +38,7 @@ numbers, and on reverse-mode values.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import math
@@ -165,46 +166,11 @@ class Box:
         """``x[key]`` through the primitive :func:`index` (ints, slices, ``...`` and ``None``)."""
         return index(self, key)
 
-    # the tensor methods that have a primitive (or a composite of primitives)
-    def sum(self, dim=None, keepdim=False):
-        """``ad_lib.ops.sum(x, dim, keepdim)``."""
-        return sum(self, dim=dim, keepdim=keepdim)
-
+    # the tensor methods: every primitive is one (x.exp(), x.pow(2), x.matmul(W), x.sum(dim=-1),
+    # through __getattr__ below), and these composites or special signatures
     def mean(self, dim=None, keepdim=False):
         """``ad_lib.ops.mean(x, dim, keepdim)``."""
         return mean(self, dim=dim, keepdim=keepdim)
-
-    def exp(self):
-        """``ad_lib.ops.exp(x)``."""
-        return exp(self)
-
-    def log(self):
-        """``ad_lib.ops.log(x)``."""
-        return log(self)
-
-    def sin(self):
-        """``ad_lib.ops.sin(x)``."""
-        return sin(self)
-
-    def cos(self):
-        """``ad_lib.ops.cos(x)``."""
-        return cos(self)
-
-    def tanh(self):
-        """``ad_lib.ops.tanh(x)``."""
-        return tanh(self)
-
-    def sqrt(self):
-        """``ad_lib.ops.sqrt(x)``."""
-        return sqrt(self)
-
-    def relu(self):
-        """``ad_lib.ops.relu(x)``."""
-        return relu(self)
-
-    def transpose(self, dim0: int, dim1: int):
-        """``ad_lib.ops.transpose(x, dim0, dim1)``."""
-        return transpose(self, dim0, dim1)
 
     def reshape(self, *new_shape):
         """``ad_lib.ops.reshape(x, shape)``; the shape as one tuple or as several ints."""
@@ -244,7 +210,10 @@ class Box:
     __complex__ = __float__
 
     def __getattr__(self, name):
-        # only reached when normal lookup fails: a tensor method without a rule
+        # only reached when normal lookup fails: a primitive as a method (x.exp() is ops.exp(x)),
+        # else a tensor method without a rule
+        if not name.startswith("_") and name in PRIMITIVES:
+            return functools.partial(PRIMITIVES[name], self)
         if not name.startswith("_") and hasattr(torch.Tensor, name):
             raise NoRuleError(_no_rule_message(f"x.{name}()", name, type(self).__name__))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

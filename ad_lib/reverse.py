@@ -465,6 +465,8 @@ def jacrev(f: Callable, argnums: int = 0, *, vectorize: bool = True) -> Callable
             return f(*full)
 
         out, vjp_fn = vjp(f_of_x, x)
+        if isinstance(out, numbers.Number):  # a constant f: its Jacobian is zero, shaped like x
+            return torch.zeros_like(ops.raw(x))
         out_shape, x_shape, plain = tuple(shape(out)), tuple(shape(x)), ops.raw(out)
         m = math.prod(out_shape)
         basis = torch.eye(m, dtype=plain.dtype, device=plain.device).reshape((m,) + out_shape)

@@ -76,7 +76,15 @@ METHODS = {
     "log": lambda v: (v * v + 1).log(), "sin": lambda v: v.sin(), "cos": lambda v: v.cos(), "tanh": lambda v: v.tanh(),
     "sqrt": lambda v: (v * v + 1).sqrt(), "relu": lambda v: v.relu(), "T": lambda v: v.T, "reshape": lambda v: v.reshape(6, 2),
     "reshape tuple": lambda v: v.reshape((2, 6)), "transpose": lambda v: v.transpose(0, 1), "iter": lambda v: sum(r * i for i, r in enumerate(v)),
+    "pow": lambda v: v.pow(2), "matmul": lambda v: v.matmul(v.T), "add": lambda v: v.add(v[0]),
 }
+
+
+@pytest.mark.parametrize("jacobian", [jacfwd, jacrev], ids=["jacfwd", "jacrev"])
+def test_the_jacobian_of_a_constant_is_zero(jacobian):
+    """vjp, jvp and grad take a Python number returned by f as a constant; the Jacobians do too."""
+    x = _randn(3)
+    torch.testing.assert_close(jacobian(lambda v: 3.0)(x), torch.func.jacrev(lambda v: torch.tensor(3.0, dtype=F64))(x))
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
