@@ -1,38 +1,638 @@
-"""One addition to nbgrader's autograder: a cell that kills or hangs its kernel fails alone.
+"""How the course grades a submission: in a sandbox, with verdicts that the student's code cannot forge.
 
-nbgrader already interrupts a cell that runs past ``Execute.timeout`` (an
-endless loop) and goes on with the next cell, so that only the task of that
-cell scores zero. But when a cell kills the kernel itself (``os._exit``,
-``os.kill``, a crash in compiled code, the kernel running out of memory),
-nbgrader gives up on the whole submission: every task scores zero and the
-autograde command exits with an error. The same happens when a cell runs
-past the timeout and ignores the interrupt (an endless loop that catches
-``KeyboardInterrupt``): nbclient then raises ``CellTimeoutError``.
+Stock nbgrader runs a submission's code as the instructor's user, inside the
+course folder, in the same kernel as the tests, and scores a test cell by
+whether it raised. A student's code can then read the hidden tests and the
+model solutions, write to the gradebook, patch ``assert_close``, or hand in
+an object that compares equal to everything. This module changes three things,
+and keeps nbgrader for the rest (release, collect, gradebook, formgrader,
+feedback); ``nbgrader_config.py`` puts it in place.
 
-``ResilientExecute`` replaces nbgrader's ``Execute`` preprocessor (see
-``nbgrader_config.py``). When the kernel dies during a cell, it records a
-``DeadKernelError`` in that cell's output, starts a fresh kernel, silently
-re-runs the code cells before it to rebuild the state, and goes on with the
-next cell. A cell that ignores the interrupt after the timeout is handled the
-same way, with a ``CellTimeoutError`` in its output. Cells that already
-failed by killing the kernel or by running out of time are not re-run, and a
-cell that kills the kernel (or hangs) again during the replay is skipped
-after another restart. The cell that failed, and any test that depends on
-it, score zero; every other task is graded as usual.
+1. **A sandbox per submission** (``Sandbox``, ``SandboxedKernelManager``).
+   The kernel runs under bubblewrap (``bwrap``, Debian's package
+   ``bubblewrap``): a file system that holds only the operating system, the
+   Python environment, the companion library ``ad_lib`` (read-only, at
+   ``/opt/course``) and a fresh copy of the submission's folder
+   (``/submission``, the only place it can write, besides a private
+   ``/tmp``); no network; its own process tree, ended with the kernel, so
+   that nothing it starts outlives its grading; run as the unprivileged
+   user ``nobody`` when the grader runs as root, with limits on CPU time,
+   memory, processes, file size and open files (``prlimit``). It talks to the
+   grader through Unix sockets in a folder of its own.
 
-``ClearHiddenTracebacks`` is for the feedback: see its docstring.
+2. **Verdicts decided by the grader.** The tests of each task are in
+   ``graders/NN_slug.py``, next to this file, never released. Each task has
+   parts, each with its points: a *probe*, whose source is sent to the
+   student's kernel, calls the student's functions on inputs the grader
+   chose (varied from one submission to the next) and returns plain values
+   (Python numbers, strings, lists, dicts, tensors of a numeric dtype); the
+   grader, in its own process, decodes them and runs the part's *check*.
+   Anything that is not a plain value (a ``float`` subclass, a ``dict`` that
+   claims to equal everything) fails the part. The visible checks of a test
+   cell still run in the kernel, for the student's benefit, and score
+   nothing by themselves. The probes run after the whole notebook, and what
+   they print is thrown away, so no student cell's output can quote them. A
+   test cell scores the points of the parts that passed (nbgrader's partial
+   credit); its output says, in words, what each part checked.
+
+3. **Forbidden libraries, by behaviour.** A task that asks students to write
+   something themselves can be run in a second sandbox from which the
+   forbidden packages are absent (``Restricted``): renaming the import or
+   copying the module's file cannot bring them back. Other tasks check
+   behaviour the forbidden route cannot have (an instrumented ``jvp`` whose
+   results only the student's own assembly can return; see the graders).
+
+``ResilientExecute`` (a cell that kills or hangs its kernel fails alone; the
+kernel is restarted and the cells before it replayed) is the base of
+``GradedExecute``. Where the sandbox cannot be made (not Linux, no
+bubblewrap, no user namespaces), autograding refuses to run and says why,
+unless the instructor passes ``--GradedExecute.sandbox=off``.
 """
 
+import builtins
 import copy
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import random
 import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import typing as t
+import zlib
 
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbformat import NotebookNode
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode, v4
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from traitlets import Enum, Integer
+
+HERE = pathlib.Path(__file__).resolve().parent
+GRADERS = HERE / "graders"
+
+# ---------------------------------------------------------------------------------------------
+# 1. The sandbox
+# ---------------------------------------------------------------------------------------------
+
+SANDBOX_USER = 65534  # nobody: the kernel's user when the grader runs as root
+COURSE_LIBRARY = "/opt/course"  # where ad_lib is seen inside the sandbox
+SUBMISSION = "/submission"  # the sandbox's working folder, a copy of the submission's
+
+
+@dataclasses.dataclass
+class Limits:
+    """Resource limits of a sandboxed kernel (``prlimit``); each restart of the kernel gets them afresh."""
+
+    cpu_seconds: int = 900
+    memory_bytes: int = 8 * 2**30  # address space: torch reserves much more than it uses
+    processes: int = 1024  # processes and threads of the sandbox's user
+    file_bytes: int = 256 * 2**20  # the largest file it may write
+    open_files: int = 1024
+    tmp_bytes: int = 512 * 2**20  # its private /tmp
+
+    def prlimit(self) -> list:
+        return ["prlimit", f"--cpu={self.cpu_seconds}", f"--as={self.memory_bytes}", f"--nproc={self.processes}",
+                f"--fsize={self.file_bytes}", f"--nofile={self.open_files}", "--core=0", "--"]
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+def _module_location(name: str) -> t.Optional[pathlib.Path]:
+    """The folder (package) or file (module) from which the grader's Python imports `name`."""
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return pathlib.Path(list(spec.submodule_search_locations)[0]).resolve()
+    return pathlib.Path(spec.origin).resolve() if spec.origin else None
+
+
+def _python_trees() -> list:
+    """The folders the kernel's Python needs: the environment and the installation it was made from."""
+    trees = {pathlib.Path(sys.prefix).resolve(), pathlib.Path(sys.base_prefix).resolve(),
+             pathlib.Path(sys.executable).resolve().parent.parent}
+    return sorted(trees)
+
+
+def _outermost(paths) -> list:
+    """The paths that are not inside another of them."""
+    paths = sorted({pathlib.Path(p) for p in paths}, key=lambda p: len(p.parts))
+    kept = []
+    for path in paths:
+        if not any(path == k or k in path.parents for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _inside(path: pathlib.Path, tree: pathlib.Path) -> bool:
+    return path == tree or tree in path.parents
+
+
+class Sandbox:
+    """A fresh folder for one submission, and the bubblewrap command that runs a kernel on it.
+
+    ``without`` names packages that must be absent from this sandbox (a task's
+    forbidden libraries): their folders are hidden, and a stub that raises
+    ImportError with the reason comes first on the kernel's path.
+    """
+
+    def __init__(self, submission_dir: pathlib.Path, *, without=(), why: str = "", limits: Limits = None,
+                 protected=()):
+        self.limits = limits or Limits()
+        self.without = list(without)
+        self.why = why or "this task is graded without it"
+        self.as_root = os.geteuid() == 0
+        base = "/tmp" if os.path.isdir("/tmp") else None  # short paths: Unix sockets allow about 100 bytes
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix="ad-grading-", dir=base))
+        self.work = self.root / "submission"
+        self.stubs = self.root / "stubs"
+        self.kernels = 0
+        # what the release ships and the student handed in: the files of this submission's folder
+        shutil.copytree(submission_dir, self.work, symlinks=True,
+                        ignore=lambda folder, names: [n for n in names if os.path.islink(os.path.join(folder, n))])
+        self.stubs.mkdir()
+        for name in self.without:
+            package = self.stubs / name.split(".")[0]
+            package.mkdir(exist_ok=True)
+            (package / "__init__.py").write_text(
+                f"raise ImportError({f'{name} is not available here: {self.why}'!r})\n")
+        self._check_protected(protected)
+        self._own(self.root)
+
+    def _check_protected(self, protected):
+        """Refuse a layout where what the sandbox shows would include the course folder or the gradebook."""
+        shown = _python_trees() + [p for p in [self.library()] if p]
+        for secret in protected:
+            secret = pathlib.Path(secret).resolve()
+            for tree in shown:
+                if _inside(secret, tree):
+                    raise SandboxUnavailable(
+                        f"the sandbox would show {secret} to the students' code, since it lies inside {tree}, "
+                        "which the kernel needs: keep the course folder outside the Python environment")
+
+    def _own(self, path: pathlib.Path):
+        if not self.as_root:
+            return
+        for folder, dirs, files in os.walk(path):
+            for name in [folder] + [os.path.join(folder, n) for n in dirs + files]:
+                os.lchown(name, SANDBOX_USER, SANDBOX_USER)
+
+    @staticmethod
+    def library() -> t.Optional[pathlib.Path]:
+        return _module_location("ad_lib")
+
+    def runtime_dir(self) -> pathlib.Path:
+        """A folder for one kernel's connection file and sockets."""
+        self.kernels += 1
+        folder = self.root / f"k{self.kernels}"
+        folder.mkdir()
+        self._own(folder)
+        return folder
+
+    def own(self, path):
+        self._own(pathlib.Path(path))
+
+    def command(self, argv: list, runtime: pathlib.Path) -> list:
+        """Bubblewrap's command line that runs `argv` (a kernel) in this sandbox."""
+        cmd = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+               "--hostname", "grading", "--die-with-parent", "--new-session",
+               # jupyter_client's parent process id means nothing in the sandbox's own process tree
+               "--unsetenv", "JPY_PARENT_PID"]
+        if not self.as_root:
+            cmd += ["--unshare-user", "--uid", str(SANDBOX_USER), "--gid", str(SANDBOX_USER)]
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(top):
+                cmd += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                cmd += ["--ro-bind", top, top]
+        cmd += ["--ro-bind", "/usr", "/usr"]
+        for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "passwd", "group",
+                     "alternatives", "ssl", "fonts", "matplotlibrc"):
+            cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp"]
+        binds = [p for p in _outermost(_python_trees()) if not _inside(p, pathlib.Path("/usr"))]
+        made = set()
+        for path in binds + [runtime, pathlib.Path(COURSE_LIBRARY) / "ad_lib"]:
+            for parent in reversed(path.parents):
+                if str(parent) in ("/", "/tmp") or parent in made or any(_inside(parent, b) for b in binds):
+                    continue
+                made.add(parent)
+                cmd += ["--perms", "0755", "--dir", str(parent)]
+        for path in binds:
+            cmd += ["--ro-bind", str(path), str(path)]
+        hidden = [loc for loc in (_module_location(n) for n in self.without) if loc is not None]
+        for location in hidden:
+            if not any(_inside(location, tree) for tree in binds + [pathlib.Path("/usr")]):
+                continue  # not shown in the sandbox anyway (ad_lib's editable source, say): nothing to hide
+            if location.is_dir():
+                cmd += ["--tmpfs", str(location)]
+            else:
+                cmd += ["--ro-bind", "/dev/null", str(location)]
+        library = self.library()
+        if library is not None and not any(_inside(library, h) or _inside(h, library) for h in hidden):
+            cmd += ["--ro-bind", str(library), f"{COURSE_LIBRARY}/{library.name}"]
+        cmd += ["--ro-bind", str(self.stubs), "/opt/stubs"]
+        cmd += ["--bind", str(self.work), SUBMISSION, "--bind", str(runtime), str(runtime), "--chdir", SUBMISSION]
+        cmd += ["--"] + self.limits.prlimit()
+        if self.as_root:
+            cmd += ["setpriv", f"--reuid={SANDBOX_USER}", f"--regid={SANDBOX_USER}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--"]
+        return cmd + list(argv)
+
+    def environment(self) -> dict:
+        path = [os.path.join(sys.prefix, "bin"), "/usr/local/bin", "/usr/bin", "/bin"]
+        return {"PATH": ":".join(path), "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
+                "PYTHONPATH": f"/opt/stubs:{COURSE_LIBRARY}", "PYTHONDONTWRITEBYTECODE": "1",
+                "MPLCONFIGDIR": "/tmp/matplotlib", "IPYTHONDIR": "/tmp/ipython", "JUPYTER_PLATFORM_DIRS": "1",
+                "OMP_NUM_THREADS": str(min(4, os.cpu_count() or 1))}
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_SANDBOX_CHECKED: dict = {}
+
+
+def sandbox_problem() -> t.Optional[str]:
+    """Why the sandbox cannot be made on this machine, or None when it can (checked once per process)."""
+    if "answer" in _SANDBOX_CHECKED:
+        return _SANDBOX_CHECKED["answer"]
+    answer = None
+    if not sys.platform.startswith("linux"):
+        answer = f"the sandbox needs Linux (bubblewrap and its namespaces); this is {sys.platform}"
+    elif shutil.which("bwrap") is None:
+        answer = "bubblewrap is not installed: `sudo apt-get install bubblewrap` (Debian, Ubuntu) or your system's package"
+    elif shutil.which("prlimit") is None or (os.geteuid() == 0 and shutil.which("setpriv") is None):
+        answer = "prlimit and setpriv (util-linux) are needed"
+    else:
+        probe = tempfile.mkdtemp(prefix="ad-grading-check-")
+        try:
+            sandbox = Sandbox(pathlib.Path(probe))
+            try:
+                runtime = sandbox.runtime_dir()
+                result = subprocess.run(sandbox.command([sys.executable, "-c", "print('ok')"], runtime),
+                                        env=sandbox.environment(), capture_output=True, text=True, timeout=60)
+                if result.returncode != 0 or result.stdout.strip() != "ok":
+                    answer = ("bubblewrap could not start a sandbox here (are user namespaces allowed? "
+                              f"`sysctl kernel.unprivileged_userns_clone`): {result.stderr.strip()[-400:]}")
+            finally:
+                sandbox.close()
+        except SandboxUnavailable as error:
+            answer = str(error)
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+    _SANDBOX_CHECKED["answer"] = answer
+    return answer
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel that runs in a ``Sandbox`` and speaks to the grader through Unix sockets in its own folder."""
+
+    sandbox: t.Optional[Sandbox] = None
+
+    def use(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        runtime = sandbox.runtime_dir()
+        self.transport = "ipc"
+        self.ip = str(runtime / "kernel")
+        self.connection_file = str(runtime / "connection.json")
+        self._runtime = runtime
+        return self
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        if self.sandbox is None:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        self.sandbox.own(self._runtime)  # the connection file, written by now, readable by the sandbox's user
+        kw.pop("cwd", None)
+        kw["env"] = self.sandbox.environment()
+        return await super()._async_launch_kernel(self.sandbox.command(kernel_cmd, self._runtime), **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The graders' vocabulary: tasks, parts, checks
+# ---------------------------------------------------------------------------------------------
+
+
+class Wrong(AssertionError):
+    """Raised by a check: the part fails, and the message (in words, no code) goes to the feedback."""
+
+
+@dataclasses.dataclass
+class Part:
+    """One separately scored requirement of a task.
+
+    probe(**inputs) runs in the student's kernel (only its source is sent; it may use the
+    notebook's names, and ``__student__``, the notebook's namespace) and returns plain values.
+    check(result, **inputs) runs in the grader: it returns nothing, or raises Wrong (or
+    AssertionError) with a message in words. inputs(rng) makes the inputs in the grader,
+    from a random.Random seeded by the submission, so that they differ between students.
+    """
+
+    points: float
+    what: str
+    probe: t.Callable
+    check: t.Callable
+    inputs: t.Optional[t.Callable] = None
+
+
+@dataclasses.dataclass
+class Restricted:
+    """Run a task's answer cells alone, in a sandbox without the packages it forbids."""
+
+    cells: list  # grade_ids of the answer cells to run, in order
+    setup: str  # the code run before them (instead of the notebook's set-up cell)
+    without: list  # packages absent from this sandbox
+    why: str  # in words: the rule, shown in the feedback
+
+
+@dataclasses.dataclass
+class Task:
+    parts: list
+    restricted: t.Optional[Restricted] = None
+
+    @property
+    def points(self) -> float:
+        return sum(p.points for p in self.parts)
+
+
+def load_grader(assignment: str, folder: pathlib.Path = GRADERS) -> dict:
+    """The tasks of an assignment's grader, graders/ASSIGNMENT.py: {test cell's grade_id: Task}."""
+    path = folder / f"{assignment}.py"
+    if not path.exists():
+        raise FileNotFoundError(f"no grader for assignment {assignment!r}: expected {path}")
+    spec = importlib.util.spec_from_file_location(f"_grader_{assignment}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.TASKS)
+
+
+def close(got, expected, *, rtol=1e-12, atol=1e-12, what="the result", dtype=True):
+    """Check, in the grader, that `got` (decoded from the student's kernel) is `expected` up to the tolerances."""
+    import torch
+
+    if isinstance(expected, torch.Tensor):
+        if type(got) is not torch.Tensor:
+            raise Wrong(f"{what} should be a tensor, not {_kind(got)}")
+        if tuple(got.shape) != tuple(expected.shape):
+            raise Wrong(f"{what} should have shape {tuple(expected.shape)}, not {tuple(got.shape)}")
+        if dtype and got.dtype != expected.dtype:
+            raise Wrong(f"{what} should have dtype {expected.dtype}, not {got.dtype}")
+        if not torch.allclose(got.to(torch.float64), expected.to(torch.float64), rtol=rtol, atol=atol):
+            raise Wrong(f"{what} has wrong values")
+        return
+    if type(got) not in (int, float) or isinstance(got, bool):
+        raise Wrong(f"{what} should be a number, not {_kind(got)}")
+    if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
+        raise Wrong(f"{what} is wrong")
+
+
+def _kind(value) -> str:
+    if isinstance(value, Unplain):
+        return f"a {value.type_name}"
+    return {type(None): "None", bool: "a bool", int: "an int", float: "a float", str: "a string", list: "a list",
+            tuple: "a tuple", dict: "a dict"}.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Plain values across the boundary
+# ---------------------------------------------------------------------------------------------
+
+MARKER = "@@ad-grading-result@@"
+MAX_RESULT = 2 * 2**20  # bytes of one encoded result
+MAX_CELL_OUTPUT = 2 * 2**20  # bytes of output kept from one cell of a student's notebook
+TRUNCATED = "[more output than the grader keeps: the rest was dropped]\n"
+
+# Runs in the student's kernel: encodes a probe's result as JSON of plain values, and decodes its inputs.
+# It cannot make a wrong answer right: the grader, not this code, compares the values.
+KERNEL_SIDE = r'''
+def __ad_encode(value, depth=0):
+    if depth > 50:
+        return {"__unplain__": "nested structure too deep"}
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return value
+    if kind is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else {"__float__": repr(value)}
+    if kind is list:
+        return [__ad_encode(v, depth + 1) for v in value]
+    if kind is tuple:
+        return {"__tuple__": [__ad_encode(v, depth + 1) for v in value]}
+    if kind is dict:
+        if not all(type(k) is str for k in value):
+            return {"__unplain__": "dict with keys that are not strings"}
+        return {"__dict__": [[k, __ad_encode(v, depth + 1)] for k, v in value.items()]}
+    module = getattr(kind, "__module__", "")
+    if module.startswith("torch") and kind.__name__ in ("dtype", "device"):
+        return {"__" + kind.__name__ + "__": str(value)}
+    if module == "torch" and kind.__name__ == "Tensor":
+        import torch
+        if value.is_complex() or value.layout != torch.strided:
+            return {"__unplain__": "complex or sparse tensor"}
+        data = value.detach().to("cpu")
+        return {"__tensor__": {"dtype": str(value.dtype), "shape": list(value.shape), "device": value.device.type,
+                               "requires_grad": bool(value.requires_grad),
+                               "data": [__ad_encode(float(v)) for v in data.reshape(-1).double().tolist()]}}
+    if module == "numpy" and kind.__name__ == "ndarray":
+        if value.dtype.kind not in "biuf":
+            return {"__unplain__": "array of dtype " + str(value.dtype)}
+        return {"__ndarray__": {"dtype": str(value.dtype), "shape": list(value.shape),
+                                "data": [__ad_encode(float(v)) for v in value.astype("float64").reshape(-1).tolist()]}}
+    return {"__unplain__": kind.__name__}
+
+
+def __ad_decode(value):
+    if isinstance(value, list):
+        return [__ad_decode(v) for v in value]
+    if isinstance(value, dict):
+        if "__tuple__" in value:
+            return tuple(__ad_decode(v) for v in value["__tuple__"])
+        if "__dict__" in value:
+            return {k: __ad_decode(v) for k, v in value["__dict__"]}
+        if "__float__" in value:
+            return float(value["__float__"])
+        if "__tensor__" in value:
+            import torch
+            spec = value["__tensor__"]
+            return torch.tensor(spec["data"], dtype=torch.float64).to(getattr(torch, spec["dtype"].split(".")[-1])).reshape(spec["shape"])
+    return value
+
+
+def __ad_emit(nonce, value):
+    import json
+    text = json.dumps(__ad_encode(value))
+    print("\n" + "@@ad-grading-result@@" + nonce + ":" + text, flush=True)
+'''
+
+
+@dataclasses.dataclass
+class Unplain:
+    type_name: str
+
+
+def encode_input(value):
+    """Encode an input made in the grader (numbers, strings, containers, tensors) for the kernel."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return {"__tensor__": {"dtype": str(value.dtype), "shape": list(value.shape),
+                               "data": value.detach().double().reshape(-1).tolist()}}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode_input(v) for v in value]}
+    if isinstance(value, list):
+        return [encode_input(v) for v in value]
+    if isinstance(value, dict):
+        return {"__dict__": [[k, encode_input(v)] for k, v in value.items()]}
+    return value
+
+
+def decode_result(value):
+    """Decode, in the grader, what a probe returned; what was not a plain value becomes Unplain."""
+    if isinstance(value, list):
+        return [decode_result(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ValueError("malformed result")
+        (key, inner), = value.items()
+        if key == "__tuple__":
+            return tuple(decode_result(v) for v in inner)
+        if key == "__dict__":
+            return {str(k): decode_result(v) for k, v in inner}
+        if key == "__float__":
+            return float(inner)
+        if key == "__unplain__":
+            return Unplain(str(inner)[:60])
+        if key in ("__dtype__", "__device__"):
+            return str(inner)
+        if key in ("__tensor__", "__ndarray__"):
+            import numpy
+            import torch
+
+            data = [float(v["__float__"]) if isinstance(v, dict) else float(v) for v in inner["data"]]
+            shape = [int(n) for n in inner["shape"]]
+            dtype_name = str(inner["dtype"]).split(".")[-1]
+            if key == "__ndarray__":
+                return numpy.array(data, dtype=numpy.dtype(dtype_name)).reshape(shape)
+            tensor = torch.tensor(data, dtype=torch.float64).reshape(shape)
+            return tensor.to(getattr(torch, dtype_name))
+        raise ValueError("malformed result")
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    raise ValueError("malformed result")
+
+
+def contains_unplain(value) -> t.Optional[Unplain]:
+    if isinstance(value, Unplain):
+        return value
+    if isinstance(value, (list, tuple)):
+        return next((u for u in map(contains_unplain, value) if u), None)
+    if isinstance(value, dict):
+        return next((u for u in map(contains_unplain, value.values()) if u), None)
+    return None
+
+
+def probe_code(part: Part, inputs: dict, nonce: str) -> str:
+    """The code of one probe cell: the probe's source and the call that reports its result."""
+    source = textwrap.dedent(_function_source(part.probe))
+    encoded = json.dumps(json.dumps(encode_input(inputs)))  # a Python literal of the JSON text
+    program = (KERNEL_SIDE + "\n" + source + "\n"
+               + f"__ad_emit({nonce!r}, {part.probe.__name__}(**__ad_decode(__import__('json').loads({encoded}))))\n")
+    return ("__ad_namespace = dict(globals())\n__ad_namespace['__student__'] = globals()\n"
+            f"exec(compile({program!r}, '<grader>', 'exec'), __ad_namespace)\n")
+
+
+def _function_source(function) -> str:
+    import inspect
+
+    return inspect.getsource(function)
+
+
+# Exceptions whose names the feedback may show (a student's own exception class could carry any text).
+_SHOWN_ERRORS = {name for name, value in vars(builtins).items()
+                 if isinstance(value, type) and issubclass(value, BaseException)} | {"DeadKernelError", "CellTimeoutError"}
+
+
+@dataclasses.dataclass
+class Verdict:
+    part: Part
+    passed: bool
+    message: str = ""
+
+
+def judge(part: Part, outcome: dict, inputs: dict, log=None) -> Verdict:
+    """Decide a part from what its probe reported: {"result": json text} or {"error": exception name}."""
+    if "error" in outcome:
+        name = outcome["error"]
+        shown = name if name in _SHOWN_ERRORS else "an exception of its own"
+        reason = {"DeadKernelError": "your code stopped the kernel", "CellTimeoutError": "your code ran past the time limit",
+                  "NoResult": "no result came back from your code"}.get(name, f"your code raised {shown}")
+        return Verdict(part, False, reason)
+    try:
+        result = decode_result(json.loads(outcome["result"]))
+    except (ValueError, TypeError, RecursionError, KeyError):
+        return Verdict(part, False, "your code did not return plain values")
+    unplain = contains_unplain(result)
+    if unplain is not None:
+        return Verdict(part, False, f"your code returned a {unplain.type_name}, where plain values were expected")
+    try:
+        part.check(result, **inputs)
+    except AssertionError as failure:
+        message = str(failure.args[0]) if failure.args and isinstance(failure.args[0], str) else ""
+        return Verdict(part, False, message or "the result is wrong")
+    except Exception as error:  # the result had the wrong form for the check (a list where a number was due)
+        if log:
+            log.debug("check of %r failed with %r", part.what, error)
+        return Verdict(part, False, "the result does not have the expected form")
+    return Verdict(part, True)
+
+
+def seed_for(student: str, assignment: str, grade_id: str, index: int) -> int:
+    return zlib.crc32(f"{assignment}/{student}/{grade_id}/{index}".encode())
+
+
+def format_points(points: float) -> str:
+    return f"{points:g} point" + ("" if points == 1 else "s")
+
+
+def verdict_text(task: Task, verdicts: list, restricted: t.Optional[Restricted]) -> str:
+    lines = ["Graded outside your notebook's kernel, in parts:"]
+    if restricted is not None:
+        lines.append(f"(your answer to this task was run on its own: {restricted.why})")
+    for v in verdicts:
+        mark = "passed" if v.passed else "failed"
+        got = v.part.points if v.passed else 0
+        lines.append(f"- {mark} ({got:g} of {format_points(v.part.points)}): {v.part.what}"
+                     + ("" if v.passed else f": {v.message}"))
+    score = sum(v.part.points for v in verdicts if v.passed)
+    lines.append(f"Score of this task: {score:g} of {task.points:g}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The autograder's execution
+# ---------------------------------------------------------------------------------------------
 
 
 class ResilientExecute(Execute):
-    """nbgrader's Execute, restarting the kernel when a cell kills it or ignores the timeout's interrupt."""
+    """nbgrader's Execute, restarting the kernel when a cell kills it or ignores the timeout's interrupt.
+
+    nbgrader already interrupts a cell that runs past ``Execute.timeout``. But when a
+    cell kills the kernel (``os._exit``, a crash, running out of memory), or runs past
+    the timeout and ignores the interrupt, stock nbgrader gives up on the whole
+    submission. Here that cell records a ``DeadKernelError`` (or ``CellTimeoutError``),
+    a fresh kernel is started, the code cells before it are replayed silently (skipping
+    those that failed that way), and grading goes on with the next cell.
+    """
 
     def preprocess_cell(self, cell, resources, index):
         try:
@@ -49,6 +649,14 @@ class ResilientExecute(Execute):
         self._restart_kernel_and_replay(resources, index)
         return cell, self.resources
 
+    def _run_aside(self, cell, resources, index):
+        """Execute a cell that is not the notebook's (a replay, a probe) without nbclient putting it in its place."""
+        kept = self.nb.cells[index]
+        try:
+            return Execute.preprocess_cell(self, cell, resources, index)
+        finally:
+            self.nb.cells[index] = kept
+
     def _restart_kernel(self):
         self._cleanup_kernel()  # forgets the dead kernel's manager and client
         self.km = self.create_kernel_manager()
@@ -62,7 +670,7 @@ class ResilientExecute(Execute):
                 continue
             try:
                 # run a copy: the outputs recorded the first time stay as they were
-                super().preprocess_cell(copy.deepcopy(earlier), resources, earlier_index)
+                self._run_aside(copy.deepcopy(earlier), resources, earlier_index)
             except (DeadKernelError, CellTimeoutError):
                 self.log.warning("The kernel died or hung again while replaying cell %d; skipping it", earlier_index)
                 self._restart_kernel()
@@ -76,18 +684,297 @@ def _failed_fatally(cell) -> bool:
     return any(output.get("output_type") == "error" and output.get("ename") in FATAL for output in cell.get("outputs", []))
 
 
+def _is_autograded_test(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class GradedExecute(ResilientExecute):
+    """Execute a submission in a sandbox; score its test cells with the grader's parts (see the module's docstring)."""
+
+    sandbox = Enum(["required", "off"], default_value="required",
+                   help="'required': grade only in a sandbox, refuse if it cannot be made; 'off': grade without "
+                        "one (the students' code can then read and change anything the grader's user can)").tag(config=True)
+    max_cell_output = Integer(MAX_CELL_OUTPUT, help="bytes of output kept from one cell").tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        kwargs["kernel_manager_class"] = SandboxedKernelManager
+        super().__init__(*args, **kwargs)
+        self._box = None
+        self._probing = None
+
+    # -- the kernels ---------------------------------------------------------------------------
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self._box is not None:
+            km.use(self._box)
+        return km
+
+    def _new_sandbox(self, path, **kwargs):
+        if self.sandbox == "off":
+            return None
+        problem = sandbox_problem()
+        if problem:
+            raise SandboxUnavailable(
+                f"refusing to grade without a sandbox: {problem}. A submission's code would run as your user, "
+                "able to read the hidden tests and change the gradebook. To grade anyway (your own code only), "
+                "pass --GradedExecute.sandbox=off")
+        course = HERE
+        return Sandbox(pathlib.Path(path), protected=[course, course / "gradebook.db"], **kwargs)
+
+    # -- the whole submission ------------------------------------------------------------------
+
+    def preprocess(self, nb, resources=None, km=None):
+        info = (resources or {}).get("nbgrader", {})
+        self._assignment = info.get("assignment") or pathlib.Path((resources or {}).get("metadata", {}).get("path", ".")).name
+        self._student = str(info.get("student", ""))
+        # an assignment not yet given a grader (graders/ASSIGNMENT.py) keeps its hidden tests in the
+        # notebook, run in the sandboxed kernel and scored by nbgrader as they were
+        self._tasks = load_grader(self._assignment) if (GRADERS / f"{self._assignment}.py").exists() else None
+        for cell in nb.cells if self._tasks is not None else []:
+            if _is_autograded_test(cell):
+                grade_id = cell.metadata.nbgrader["grade_id"]
+                if grade_id not in self._tasks:
+                    raise KeyError(f"graders/{self._assignment}.py has no task for the test cell {grade_id!r}")
+                points = float(cell.metadata.nbgrader.get("points", 0))
+                if abs(self._tasks[grade_id].points - points) > 1e-9:
+                    raise ValueError(f"the parts of {grade_id} in graders/{self._assignment}.py add up to "
+                                     f"{self._tasks[grade_id].points:g} points, the cell has {points:g}")
+        path = (resources or {}).get("metadata", {}).get("path") or "."
+        self._path = path
+        self._box = self._new_sandbox(path)
+        try:
+            self._restricted_outcomes = self._run_restricted(nb)
+            return super().preprocess(nb, resources, km)
+        finally:
+            if self._box is not None:
+                self._box.close()
+            self._box = None
+
+    def set_widgets_metadata(self):
+        # widget state is written by the student's code, possibly during the probes: keep none of it
+        self.nb.metadata.pop("widgets", None)
+
+    def preprocess_cell(self, cell, resources, index):
+        cell, resources = super().preprocess_cell(cell, resources, index)
+        if index == len(self.nb.cells) - 1 and self._tasks is not None:
+            self._grade(resources)
+        return cell, resources
+
+    # -- kernel messages -----------------------------------------------------------------------
+
+    def process_message(self, msg, cell, cell_index):
+        if self._probing is None:
+            return super().process_message(msg, cell, cell_index)
+        # a probe: keep only its result line and whether it raised; nothing it prints or
+        # displays reaches the notebook (no display updates, no widgets, no outputs)
+        msg_type, content = msg["msg_type"], msg["content"]
+        if msg_type == "status" and content.get("execution_state") == "idle":
+            raise CellExecutionComplete()
+        if msg_type == "stream" and content.get("name") == "stdout":
+            buffer = self._probing.setdefault("buffer", "") + content.get("text", "")
+            lines = buffer.split("\n")
+            self._probing["buffer"] = lines.pop()[-(MAX_RESULT + 200):]
+            for line in lines:
+                if line.startswith(MARKER + self._probing["nonce"] + ":") and len(line) < MAX_RESULT:
+                    self._probing["result"] = line.split(":", 1)[1]
+        elif msg_type == "error":
+            self._probing["error"] = str(content.get("ename", "Exception"))
+        return None
+
+    def output(self, outs, msg, display_id, cell_index):
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is not None and sum(len(json.dumps(o)) for o in outs) > self.max_cell_output:
+            outs.pop()  # a cell that floods its output keeps what came first
+            if not outs or outs[-1].get("text") != TRUNCATED:
+                outs.append(v4.new_output("stream", name="stdout", text=TRUNCATED))
+        return out
+
+    # -- probes -------------------------------------------------------------------------------
+
+    def _inputs(self, grade_id, index, part):
+        if part.inputs is None:
+            return {}
+        rng = random.Random(seed_for(self._student, self._assignment, grade_id, index))
+        return part.inputs(rng)
+
+    def _probe(self, part, inputs, resources, index):
+        """Run one probe in the main kernel; returns {"result": text} or {"error": name}."""
+        nonce = secrets.token_hex(8)
+        cell = v4.new_code_cell(probe_code(part, inputs, nonce))
+        self._probing = {"nonce": nonce}
+        try:
+            self._run_aside(cell, resources, index)
+        except (DeadKernelError, CellTimeoutError) as error:
+            self._probing = None
+            self._restart_kernel_and_replay(resources, len(self.nb.cells))
+            return {"error": type(error).__name__}
+        finally:
+            outcome, self._probing = self._probing, None
+        return _outcome(outcome)
+
+    def _grade(self, resources):
+        for index, cell in enumerate(self.nb.cells):
+            if not _is_autograded_test(cell):
+                continue
+            grade_id = cell.metadata.nbgrader["grade_id"]
+            task = self._tasks[grade_id]
+            verdicts = []
+            for number, part in enumerate(task.parts):
+                inputs = self._inputs(grade_id, number, part)
+                if task.restricted is not None:
+                    outcome = self._restricted_outcomes[grade_id][number]
+                else:
+                    outcome = self._probe(part, inputs, resources, index)
+                verdicts.append(judge(part, outcome, inputs, self.log))
+            self._write_verdicts(cell, task, verdicts)
+        for cell in self.nb.cells:
+            if cell.cell_type == "code":
+                for output in cell.get("outputs", []):
+                    _scrub_output(output)
+
+    def _write_verdicts(self, cell, task, verdicts):
+        """The test cell's outputs: what its visible checks printed (never an error that scores), then the parts."""
+        kept = []
+        for output in cell.outputs:
+            if output.output_type == "error":
+                text = _ANSI.sub("", "\n".join(output.get("traceback", [])) or f"{output.ename}: {output.evalue}")
+                kept.append(v4.new_output("stream", name="stdout",
+                                          text=f"Your visible checks stopped here:\n{text}\n"))
+            elif output.output_type == "stream":
+                kept.append(v4.new_output("stream", name="stdout", text=output.text))
+            elif output.output_type == "execute_result":
+                kept.append(v4.new_output("display_data", data=output.data, metadata=output.get("metadata", {})))
+            else:
+                kept.append(output)
+        restricted = task.restricted
+        kept.append(v4.new_output("stream", name="stdout", text=verdict_text(task, verdicts, restricted)))
+        score = sum(v.part.points for v in verdicts if v.passed)
+        # nbgrader's partial credit: the first execute_result of a graded cell is its score
+        kept.append(v4.new_output("execute_result", data={"text/plain": repr(float(score))},
+                                  execution_count=cell.get("execution_count")))
+        cell.outputs = kept
+
+    # -- restricted tasks: their own sandbox --------------------------------------------------
+
+    def _run_restricted(self, nb) -> dict:
+        from nbclient import NotebookClient
+
+        outcomes = {}
+        answers = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells if c.cell_type == "code"}
+        for grade_id, task in (self._tasks or {}).items():
+            if task.restricted is None or grade_id not in {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}:
+                continue
+            rule = task.restricted
+            cells = [v4.new_code_cell(rule.setup)]
+            cells += [v4.new_code_cell(answers[g].source) for g in rule.cells if g in answers]
+            nonces, probes = [], []
+            for number, part in enumerate(task.parts):
+                nonce = secrets.token_hex(8)
+                nonces.append(nonce)
+                probes.append(len(cells))
+                cells.append(v4.new_code_cell(probe_code(part, self._inputs(grade_id, number, part), nonce)))
+            mini = v4.new_notebook(cells=cells, metadata=copy.deepcopy(nb.metadata))
+            box = self._new_sandbox(self._path, without=rule.without, why=rule.why)
+            client = _RestrictedClient(mini, timeout=self.timeout, allow_errors=True, interrupt_on_timeout=True,
+                                       kernel_name=self.kernel_name or "python3", resources={"metadata": {"path": self._path}},
+                                       kernel_manager_class=SandboxedKernelManager, box=box, nonces=dict(zip(probes, nonces)),
+                                       extra_arguments=self.extra_arguments)
+            try:
+                client.execute()
+            except Exception as error:  # the kernel died, hung, or could not start: every part fails
+                self.log.warning("the restricted run of %s stopped: %r", grade_id, error)
+            finally:
+                if box is not None:
+                    box.close()
+            outcomes[grade_id] = [_outcome(client.outcomes.get(i, {})) for i in probes]
+        return outcomes
+
+
+def _outcome(raw: dict) -> dict:
+    if raw.get("result") is not None:
+        return {"result": raw["result"]}
+    return {"error": raw.get("error", "NoResult")}
+
+
+class _RestrictedClient:
+    """Runs a small notebook (set-up, answers, probes) in its own sandbox; keeps only the probes' results."""
+
+    def __new__(cls, nb, *, box, nonces, **kwargs):
+        from nbclient import NotebookClient
+
+        class Client(NotebookClient):
+            def create_kernel_manager(self):
+                km = super().create_kernel_manager()
+                if box is not None:
+                    km.use(box)
+                return km
+
+            def process_message(self, msg, cell, cell_index):
+                if cell_index not in nonces:
+                    if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                        raise CellExecutionComplete()
+                    return None  # nothing of this run is kept
+                state = self.outcomes.setdefault(cell_index, {})
+                msg_type, content = msg["msg_type"], msg["content"]
+                if msg_type == "status" and content.get("execution_state") == "idle":
+                    raise CellExecutionComplete()
+                if msg_type == "stream" and content.get("name") == "stdout":
+                    for line in content.get("text", "").split("\n"):
+                        if line.startswith(MARKER + nonces[cell_index] + ":") and len(line) < MAX_RESULT:
+                            state["result"] = line.split(":", 1)[1]
+                elif msg_type == "error":
+                    state["error"] = str(content.get("ename", "Exception"))
+                return None
+
+        client = Client(nb, **kwargs)
+        client.outcomes = {}
+        return client
+
+
+def _course_paths() -> list:
+    """Paths of the grader's machine that the feedback must not show, longest first, with what replaces them."""
+    pairs = [(str(pathlib.Path(p).resolve()), "<python>") for p in {sys.prefix, sys.base_prefix}]
+    pairs += [(p, "<python>") for p in {sys.prefix, sys.base_prefix}]
+    pairs += [(COURSE_LIBRARY + "/", ""), (str(HERE), "<course>"), (str(HERE.parent), "<course>")]
+    library = Sandbox.library()
+    if library is not None:
+        pairs.append((str(library.parent) + "/", ""))
+    return sorted(set(pairs), key=lambda pair: -len(pair[0]))
+
+
+def _scrub(text: str) -> str:
+    for path, replacement in _course_paths():
+        text = text.replace(path, replacement)
+    return text
+
+
+def _scrub_output(output):
+    """Remove the machine's paths (the Python environment, the course folder) from an output's text."""
+    if "text" in output:
+        output["text"] = _scrub(output["text"] if isinstance(output["text"], str) else "".join(output["text"]))
+    if "traceback" in output:
+        output["traceback"] = [_scrub(line) for line in output["traceback"]]
+    if "evalue" in output:
+        output["evalue"] = _scrub(output["evalue"])
+    for key, value in list(output.get("data", {}).items()):
+        if key.startswith("text/") and isinstance(value, (str, list)):
+            output["data"][key] = _scrub(value if isinstance(value, str) else "".join(value))
+
+
 _NUMBERED = re.compile(r"^\s*(?:-*>)?\s*\d+\s")  # "----> 4 code" or "      6 code" in IPython's tracebacks
 
 
 class ClearHiddenTracebacks(NbGraderPreprocessor):
-    """For the feedback: remove from error tracebacks the lines of the cell's hidden tests.
+    """For the feedback of assignments whose hidden tests are still in the notebook: drop them from tracebacks.
 
-    nbgrader's ClearHiddenTests clears the hidden tests from a cell's source,
-    but IPython's traceback of a failing test cell quotes the lines around the
-    failure, hidden ones included. This preprocessor, run before
-    ClearHiddenTests (see nbgrader_config.py), drops those quoted lines; the
-    error's type and message stay.
+    nbgrader's ClearHiddenTests clears the hidden tests from a cell's source, but
+    IPython's traceback of a failing test cell quotes the lines around the failure,
+    hidden ones included. Run before ClearHiddenTests (see nbgrader_config.py).
     """
 
     begin = "BEGIN HIDDEN TESTS"

@@ -29,18 +29,21 @@ c.Execute.timeout = 60
 # A graded notebook's kernel is stopped at once when its last cell has run, not asked
 # to shut down (which waits about a second and a half per submission for nothing).
 c.Execute.shutdown_kernel = "immediate"
-# A cell that kills its kernel fails alone too: see grading.py.
+# Grading (see grading.py): each submission runs in a sandbox (bubblewrap), a cell that
+# kills or hangs its kernel fails alone, and each test cell is scored, part by part, by the
+# grader of graders/ASSIGNMENT.py, outside the student's kernel.
 sys.path.insert(0, HERE)
-from grading import ClearHiddenTracebacks, ResilientExecute  # noqa: E402
+from grading import ClearHiddenTracebacks, GradedExecute  # noqa: E402
 
 _preprocessors = []
 for _preprocessor in Autograde.class_traits()["autograde_preprocessors"].default():
-    _preprocessors.append(ResilientExecute if _preprocessor is Execute else _preprocessor)
+    _preprocessors.append(GradedExecute if _preprocessor is Execute else _preprocessor)
 c.Autograde.autograde_preprocessors = _preprocessors
 
-# Feedback: by default nbgrader's feedback shows the hidden tests (they are put
-# back for grading); remove them again, after the grades are read, from the
-# cells' code and from the tracebacks that quote it (see grading.py).
+# Feedback: nbgrader's feedback shows the hidden tests that an assignment without a grader
+# module still keeps in its notebook (they are put back for grading); remove them again,
+# after the grades are read, from the cells' code and from the tracebacks that quote them.
+# Assignments with a grader (graders/ASSIGNMENT.py) have no hidden test in any notebook.
 _feedback = list(GenerateFeedback.class_traits()["preprocessors"].default())
 _feedback[_feedback.index(GetGrades) + 1:_feedback.index(GetGrades) + 1] = [ClearHiddenTracebacks, ClearHiddenTests]
 c.GenerateFeedback.preprocessors = _feedback

@@ -164,10 +164,20 @@ def class_for(assignment):
     return students
 
 
+def wrong_score(entry) -> float:
+    """What a wrong answer still earns on its test cell: the points of the parts it gets right
+    (a fourth element of its WRONG entry; 0 where the task is not graded in parts)."""
+    return entry[3] if len(entry) > 3 else 0
+
+
 def expected_cells(choices: dict, wrong: dict) -> dict:
-    """Each test cell's score for a submission made of these choices: its points if the answer is right, else 0."""
-    return {test_id: (points if choices.get(grade_id, choices.get("*", "right")) == "right" else 0)
-            for grade_id, (test_id, points, _) in wrong.items()}
+    """Each test cell's score for a submission made of these choices: its points if the answer is right,
+    what the wrong answer earns if it is wrong, 0 if it is left as released."""
+    scores = {}
+    for grade_id, entry in wrong.items():
+        choice = choices.get(grade_id, choices.get("*", "right"))
+        scores[entry[0]] = entry[1] if choice == "right" else wrong_score(entry) if choice == "wrong" else 0
+    return scores
 
 
 def expected_score(choices: dict, wrong: dict) -> int:
@@ -186,10 +196,26 @@ def new_course(tmp_path_factory, name: str, pipeline: bool) -> pathlib.Path:
     course = tmp_path_factory.mktemp(name) / "exercises"
     shutil.copytree(ROOT / "exercises", course, ignore=shutil.ignore_patterns(
         "release", "submitted", "autograded", "feedback", "downloaded", "gradebook.db", "__pycache__"))
-    if pipeline:
-        with open(course / "nbgrader_config.py", "a") as config:
+    with open(course / "nbgrader_config.py", "a") as config:
+        if pipeline:
             config.write(f"\nc.Execute.timeout = {TIMEOUT}  # set by tests/assignment_harness.py\n")
+        if not sandboxed():
+            config.write('\nc.GradedExecute.sandbox = "off"  # no bubblewrap here: set by tests/assignment_harness.py\n')
     return course
+
+
+def sandboxed() -> bool:
+    """Whether the assignments are graded in the sandbox here: always where it can be made, and
+    in CI (AD_REQUIRE_SANDBOX=1) a missing sandbox is a failure, not a reason to grade without."""
+    sys.path.insert(0, str(ROOT / "exercises"))
+    try:
+        import grading
+    finally:
+        sys.path.remove(str(ROOT / "exercises"))
+    problem = grading.sandbox_problem()
+    if problem and os.environ.get("AD_REQUIRE_SANDBOX") == "1":
+        raise AssertionError(f"AD_REQUIRE_SANDBOX=1, but the grading sandbox cannot be made: {problem}")
+    return problem is None
 
 
 def timed(timings: dict, step: str, function, *args, **kwargs):
@@ -251,7 +277,7 @@ def submit_and_grade(course: pathlib.Path, assignment: str) -> dict:
     # the explanations wait for the instructor; grade one student's by hand before the export, which counts them
     explained = timed(timings, "hand grading", hand_grade, course, assignment, HAND_GRADED, manual_cells(source))
     timed(timings, "feedback", instructor, course, "feedback", assignment)
-    total = sum(points for _, points, _ in case.WRONG.values())
+    total = sum(entry[1] for entry in case.WRONG.values())
     return {"assignment": assignment, "path": course, "source": source, "release": release, "students": students,
             "grading": grading, "timings": timings, "wrong": case.WRONG, "total": total,
             "by_hand": sum(c.metadata["nbgrader"]["points"] for c in manual_cells(source).values()),

@@ -1,6 +1,8 @@
 """Assignment 3 (forward mode and dual numbers): wrong-but-plausible answers.
 
-Used by tests/test_assignments.py: WRONG = {solution grade_id: (test grade_id, points, code)}.
+Used by tests/test_assignments.py: WRONG = {solution grade_id: (test grade_id, points, code, score)},
+where score is what the wrong answer still earns: the points of the parts of its task
+(exercises/graders/03_forward_mode.py) that it gets right.
 """
 
 WRONG = {
@@ -59,7 +61,7 @@ def exp(d):
 def dual_derivative(f, x):
     out = f(Dual(x, 1.0))
     return out.tangent if isinstance(out, Dual) else 0.0
-'''),
+''', 2.5),  # only division is wrong: the other five parts pass
     # the Jacobian-vector products stacked as rows: the transpose, n x m
     "task2_jacobian": ("task2_tests", 2, '''
 def jacobian_by_columns(f, x):
@@ -69,7 +71,7 @@ def jacobian_by_columns(f, x):
         e[j] = 1.0
         columns.append(jvp(f, (x,), (e,))[1])
     return torch.stack(columns)
-'''),
+''', 0),  # the transpose: every part needs the Jacobian assembled right
     # the right gradient, with the pass count of forward differences (p + 1) instead of a measured one
     "task3_gradient": ("task3_tests", 2, '''
 def forward_mode_gradient(f, x):
@@ -79,15 +81,15 @@ def forward_mode_gradient(f, x):
         e[i] = 1.0
         gradient[i] = jvp(f, (x,), (e,))[1]
     return gradient, x.numel() + 1
-'''),
+''', 1),  # the gradient is right, the count is not measured
     # believes the untagged implementation is right
     "task4_confusion": ("task4_tests", 2, '''
 def perturbation_confusion():
     return {"correct": 8.0, "untagged": 8.0}
-'''),
+''', 1),  # the correct value is right
     # always reverse mode
     "task5_modes": ("task5_tests", 2, '''
 def cheaper_mode():
     return {"a": "reverse", "b": "reverse", "c": "reverse", "d": "reverse", "e": "reverse"}
-'''),
+''', 0.8),  # two of the five verdicts are right
 }

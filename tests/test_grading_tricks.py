@@ -1,0 +1,268 @@
+"""A class where some students try to get marks without the work, or to change other students' marks.
+
+Each trick of issue 12's table is handed in on assignment 3 (the one with a grader outside the
+kernel, exercises/graders/03_forward_mode.py), beside honest students, and the class is graded
+with the README's commands. Asserted:
+
+- every trick scores exactly what the untouched release scores, on every task (zero);
+- the honest students' scores are what they are in a class without tricksters;
+- nothing outside the graded output changed: the course's files (sources, graders, the other
+  submissions, the configuration) hash the same before and after, no file appeared that a trick
+  wrote, the gradebook holds no score that the grader did not write, and a detached process a
+  trick started did not outlive the grading;
+- no feedback contains a line of the grader, of the solutions or of the hidden tests.
+
+Runs only where the sandbox can be made (bubblewrap); CI installs it (AD_REQUIRE_SANDBOX=1).
+"""
+
+import hashlib
+import html
+import re
+import time
+
+import nbformat
+import pytest
+from assignment_harness import (ROOT, cases, gradebook_cells, instructor, make_submission, new_course, sandboxed,
+                                solution_cells)
+
+pytestmark = pytest.mark.slow
+
+A = "03_forward_mode"
+FIND = '''
+import glob, os
+def _find(*names):
+    found = []
+    for depth in range(1, 6):
+        for name in names:
+            found += glob.glob("/" + "*/" * depth + name) + glob.glob(os.path.join(os.getcwd(), "../" * depth, name))
+    return sorted(set(found))
+'''
+
+TRICKS = {
+    # blanks every later cell, the grader's included
+    "transformer": {"task1_dual": 'get_ipython().input_transformers_cleanup.append(lambda lines: ["pass\\n"])'},
+    # reads the model solution from the source notebook and runs it
+    "reads-source": {"task5_modes": FIND + '''
+import json
+def cheaper_mode():
+    for path in _find("source/*/*.ipynb"):
+        for cell in json.load(open(path))["cells"]:
+            code = "".join(cell["source"])
+            if "def cheaper_mode" in code:
+                namespace = {}
+                exec(code, namespace)
+                return namespace["cheaper_mode"]()
+    raise RuntimeError("no source found")
+'''},
+    # prints the sources of every assignment and the graders where the feedback would show them
+    "prints-source": {"task4_confusion": FIND + '''
+def perturbation_confusion():
+    for path in _find("source/*/*.ipynb", "graders/*.py", "exercises/graders/*.py"):
+        print(open(path).read())
+    return {"correct": 0.0, "untagged": 0.0}
+'''},
+    # gives itself marks in the gradebook, rewrites the stored tests, zeroes a classmate, and
+    # leaves a detached process to do it again after grading; copies the release over a classmate
+    "gradebook": {"task3_gradient": FIND + '''
+import shutil, sqlite3, subprocess, sys
+for path in _find("gradebook.db"):
+    try:
+        db = sqlite3.connect(path)
+        db.execute("update grade set manual_score = 100")
+        db.execute("update source_cell set source = 'pass'")
+        db.commit()
+    except Exception:
+        pass
+for path in _find("submitted/honest/*/*.ipynb"):
+    for release in _find("release/*/*.ipynb"):
+        shutil.copy(release, path)
+subprocess.Popen([sys.executable, "-c", "import time, pathlib; time.sleep(3); "
+                  "[pathlib.Path(p).write_text('pwned') for p in ('../../../pwned', '/tmp/pwned', '/work/pwned')]"],
+                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+with open("../../../pwned-now", "w") as f:
+    f.write("pwned")
+'''},
+    # the comparisons patched to pass; wrong answers
+    "patches-checks": {"task5_modes": '''
+import builtins, math, torch
+torch.testing.assert_close = lambda *args, **kwargs: None
+math.isclose = lambda *args, **kwargs: True
+builtins.abs = lambda x: 0.0
+def cheaper_mode():
+    return {"a": "forward", "b": "reverse", "c": "reverse", "d": "forward", "e": "reverse"}
+'''},
+    # answers that compare equal to everything
+    "always-equal": {"task4_confusion": '''
+class Anything(float):
+    def __sub__(self, other):
+        return 0.0
+    __rsub__ = __sub__
+    def __eq__(self, other):
+        return True
+    __hash__ = float.__hash__
+class Agrees(dict):
+    def __eq__(self, other):
+        return True
+    __hash__ = None
+def perturbation_confusion():
+    return Agrees(correct=Anything(0.0), untagged=Anything(0.0))
+''', "task5_modes": '''
+class Agrees(dict):
+    def __eq__(self, other):
+        return True
+    __hash__ = None
+def cheaper_mode():
+    return Agrees(a="reverse")
+'''},
+    # forbidden libraries under other names
+    "renamed-jacfwd": {"task2_jacobian": '''
+from ad_lib.forward import jacfwd as h
+def jacobian_by_columns(f, x):
+    return h(f)(x)
+'''},
+    "dummy-jvp-calls": {"task2_jacobian": '''
+from torch.func import jacfwd as _jf
+def jacobian_by_columns(f, x):
+    for j in range(x.numel()):
+        jvp(f, (x,), (torch.zeros_like(x),))
+    return _jf(f)(x)
+''', "task3_gradient": '''
+def forward_mode_gradient(f, x):
+    calls = 0
+    def counted(v):
+        nonlocal calls
+        calls += 1
+        return f(v)
+    for i in range(x.numel()):
+        jvp(counted, (x,), (torch.zeros_like(x),))
+    leaf = x.detach().requires_grad_(True)
+    gradient, = torch.autograd.grad(f(leaf), leaf)
+    return gradient, calls
+'''},
+    "copied-module": {"task2_jacobian": '''
+import importlib.util, os
+import ad_lib
+_spec = importlib.util.spec_from_file_location("my_forward", os.path.join(os.path.dirname(ad_lib.__file__), "forward.py"))
+_copy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_copy)
+def jacobian_by_columns(f, x):
+    return _copy.jacfwd(f)(x)
+''', "task1_dual": '''
+from ad_lib.forward import jvp as _jvp
+import torch as _torch
+class Dual:
+    def __init__(self, value, tangent=0.0):
+        self.value, self.tangent = float(value), float(tangent)
+    @staticmethod
+    def lift(other):
+        return other if isinstance(other, Dual) else Dual(other, 0.0)
+    def _apply(self, other, op, swap=False):
+        a, b = (Dual.lift(other), self) if swap else (self, Dual.lift(other))
+        t = lambda v: _torch.tensor(v, dtype=_torch.float64)
+        value, tangent = _jvp(op, (t(a.value), t(b.value)), (t(a.tangent), t(b.tangent)))
+        return Dual(float(value), float(tangent))
+    def __add__(self, o): return self._apply(o, lambda a, b: a + b)
+    def __radd__(self, o): return self._apply(o, lambda a, b: a + b, True)
+    def __sub__(self, o): return self._apply(o, lambda a, b: a - b)
+    def __rsub__(self, o): return self._apply(o, lambda a, b: a - b, True)
+    def __mul__(self, o): return self._apply(o, lambda a, b: a * b)
+    def __rmul__(self, o): return self._apply(o, lambda a, b: a * b, True)
+    def __truediv__(self, o): return self._apply(o, lambda a, b: a / b)
+    def __rtruediv__(self, o): return self._apply(o, lambda a, b: a / b, True)
+    def __neg__(self): return Dual(-self.value, -self.tangent)
+def sin(d):
+    return d._apply(0.0, lambda a, b: _torch.sin(a)) if isinstance(d, Dual) else math.sin(d)
+def exp(d):
+    return d._apply(0.0, lambda a, b: _torch.exp(a)) if isinstance(d, Dual) else math.exp(d)
+def dual_derivative(f, x):
+    out = f(Dual(x, 1.0))
+    return out.tangent if isinstance(out, Dual) else 0.0
+'''},
+}
+
+HONEST = {"honest": {}, "honest-partial": {"task1_dual": "wrong", "task3_gradient": "wrong"}, "untouched": {"*": "stub"}}
+
+
+def digest(course):
+    """A hash of every file of the course folder that grading must not change."""
+    changing = ("autograded", "feedback", "gradebook.db", "__pycache__")
+    files = {}
+    for path in sorted(course.rglob("*")):
+        relative = path.relative_to(course)
+        if path.is_file() and not any(part in changing for part in relative.parts):
+            files[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    if not sandboxed():
+        pytest.skip("the grading sandbox cannot be made here (install bubblewrap); CI requires it")
+    course = new_course(tmp_path_factory, "course-tricks", pipeline=False)
+    instructor(course, "release", A)
+    case = cases(A)
+    source = nbformat.read(course / "source" / A / f"{A}.ipynb", as_version=4)
+    release = nbformat.read(course / "release" / A / f"{A}.ipynb", as_version=4)
+    students = {**HONEST, **{name: {"*": "stub", **choices} for name, choices in TRICKS.items()}}
+    for student, choices in students.items():
+        folder = course / "submitted" / student / A
+        folder.mkdir(parents=True)
+        nbformat.write(make_submission(source, release, choices, case.WRONG), folder / f"{A}.ipynb")
+    before = digest(course)
+    grading = instructor(course, "autograde", A, check=False)
+    time.sleep(5)  # what a detached process would do after grading, it would have done by now
+    instructor(course, "feedback", A)
+    return {"course": course, "students": students, "before": before, "after": digest(course), "grading": grading,
+            "cells": gradebook_cells(course, A, students), "source": source, "case": case}
+
+
+def scores(graded, student):
+    return {g: grade["score"] for g, grade in graded["cells"][student].items() if g.endswith("_tests")}
+
+
+def test_every_trick_scores_what_the_untouched_release_scores(graded):
+    assert graded["grading"].returncode == 0, graded["grading"].stderr[-3000:]
+    blank = scores(graded, "untouched")
+    assert set(blank.values()) == {0}
+    got = {trick: scores(graded, trick) for trick in TRICKS}
+    assert got == {trick: blank for trick in TRICKS}
+
+
+def test_no_honest_score_changes(graded):
+    case = graded["case"]
+    full = {entry[0]: entry[1] for entry in case.WRONG.values()}
+    assert scores(graded, "honest") == full
+    partial = dict(full, task1_tests=case.WRONG["task1_dual"][3], task3_tests=case.WRONG["task3_gradient"][3])
+    assert scores(graded, "honest-partial") == pytest.approx(partial)
+    # no score the grader did not give: no manual score anywhere
+    assert all(grade["score"] <= grade["max_score"] for cells in graded["cells"].values() for grade in cells.values())
+
+
+def test_nothing_outside_the_sandbox_changed(graded):
+    course = graded["course"]
+    assert graded["before"] == graded["after"]
+    for name in ("pwned", "pwned-now"):
+        assert not list(course.parent.rglob(name)), name
+    assert not (ROOT / "pwned").exists()
+
+
+def test_no_feedback_shows_the_grader_or_the_solutions(graded):
+    course = graded["course"]
+    secret = {line.strip() for line in (course / "graders" / f"{A}.py").read_text().splitlines() if len(line.strip()) > 15}
+    for cell in solution_cells(graded["source"]).values():
+        for block in re.findall(r"### BEGIN SOLUTION(.*?)### END SOLUTION", cell.source, flags=re.S):
+            secret |= {line.strip() for line in block.splitlines() if len(line.strip()) > 15}
+    # lines that a trick itself wrote, or the release shows, are not secrets
+    shown = {line.strip() for choices in TRICKS.values() for code in choices.values() for line in code.splitlines()}
+    release = nbformat.read(course / "release" / A / f"{A}.ipynb", as_version=4)
+    shown |= {line.strip() for cell in release.cells for line in cell.source.splitlines()}
+    secret -= shown
+    assert len(secret) > 30
+    grader_lines = {line.strip() for line in (course / "graders" / f"{A}.py").read_text().splitlines()} & secret
+    for student in graded["students"]:
+        page = (course / "feedback" / student / A / f"{A}.html").read_text()
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        # an honest student's feedback shows the solution they wrote; nobody's shows the grader
+        leaked = (grader_lines if student.startswith("honest") else secret) & {line.strip() for line in text.splitlines()}
+        assert not leaked, (student, sorted(leaked)[:3])
+        assert str(ROOT) not in text and str(course) not in text, student
