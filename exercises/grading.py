@@ -575,7 +575,8 @@ def judge(part: Part, outcome: dict, inputs: dict, log=None) -> Verdict:
         name = outcome["error"]
         shown = name if name in _SHOWN_ERRORS else "an exception of its own"
         reason = {"DeadKernelError": "your code stopped the kernel", "CellTimeoutError": "your code ran past the time limit",
-                  "NoResult": "no result came back from your code"}.get(name, f"your code raised {shown}")
+                  "NoResult": "no result came back from your code",
+                  "KeyboardInterrupt": "your code was stopped at the time limit"}.get(name, f"your code raised {shown}")
         return Verdict(part, False, reason)
     try:
         result = decode_result(json.loads(outcome["result"]))
@@ -862,37 +863,57 @@ class GradedExecute(ResilientExecute):
     # -- restricted tasks: their own sandbox --------------------------------------------------
 
     def _run_restricted(self, nb) -> dict:
-        from nbclient import NotebookClient
+        """The outcomes of the restricted tasks' probes: {grade_id: [outcome of each part]}.
 
-        outcomes = {}
-        answers = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells if c.cell_type == "code"}
+        Tasks with the same rule (set-up, absent packages, reason) share one sandbox and kernel;
+        if that run dies or hangs, each of its tasks is run again alone, so that an answer that
+        kills its kernel costs only its own task.
+        """
+        present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
+        groups = {}
         for grade_id, task in (self._tasks or {}).items():
-            if task.restricted is None or grade_id not in {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}:
-                continue
-            rule = task.restricted
-            cells = [v4.new_code_cell(rule.setup)]
-            cells += [v4.new_code_cell(answers[g].source) for g in rule.cells if g in answers]
-            nonces, probes = [], []
-            for number, part in enumerate(task.parts):
-                nonce = secrets.token_hex(8)
-                nonces.append(nonce)
-                probes.append(len(cells))
-                cells.append(v4.new_code_cell(probe_code(part, self._inputs(grade_id, number, part), nonce)))
-            mini = v4.new_notebook(cells=cells, metadata=copy.deepcopy(nb.metadata))
-            box = self._new_sandbox(self._path, without=rule.without, why=rule.why)
-            client = _RestrictedClient(mini, timeout=self.timeout, allow_errors=True, interrupt_on_timeout=True,
-                                       kernel_name=self.kernel_name or "python3", resources={"metadata": {"path": self._path}},
-                                       kernel_manager_class=SandboxedKernelManager, box=box, nonces=dict(zip(probes, nonces)),
-                                       extra_arguments=self.extra_arguments)
-            try:
-                client.execute()
-            except Exception as error:  # the kernel died, hung, or could not start: every part fails
-                self.log.warning("the restricted run of %s stopped: %r", grade_id, error)
-            finally:
-                if box is not None:
-                    box.close()
-            outcomes[grade_id] = [_outcome(client.outcomes.get(i, {})) for i in probes]
+            if task.restricted is not None and grade_id in present:
+                rule = task.restricted
+                groups.setdefault((rule.setup, tuple(rule.without), rule.why), []).append(grade_id)
+        outcomes = {}
+        for grade_ids in groups.values():
+            got, stopped = self._run_restricted_group(nb, grade_ids)
+            if stopped and len(grade_ids) > 1:
+                for grade_id in grade_ids:
+                    got.update(self._run_restricted_group(nb, [grade_id])[0])
+            outcomes.update(got)
         return outcomes
+
+    def _run_restricted_group(self, nb, grade_ids) -> tuple:
+        """Run the answer cells of these tasks, then their probes, in one sandbox; (outcomes, whether it stopped)."""
+        rule = self._tasks[grade_ids[0]].restricted
+        wanted = {g for grade_id in grade_ids for g in self._tasks[grade_id].restricted.cells}
+        cells = [v4.new_code_cell(rule.setup)]
+        cells += [v4.new_code_cell(c.source) for c in nb.cells  # the answer cells, in the notebook's order
+                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade_id") in wanted]
+        nonces, probes = {}, {}
+        for grade_id in grade_ids:
+            for number, part in enumerate(self._tasks[grade_id].parts):
+                nonce = secrets.token_hex(8)
+                nonces[len(cells)] = nonce
+                probes.setdefault(grade_id, []).append(len(cells))
+                cells.append(v4.new_code_cell(probe_code(part, self._inputs(grade_id, number, part), nonce)))
+        mini = v4.new_notebook(cells=cells, metadata=copy.deepcopy(nb.metadata))
+        box = self._new_sandbox(self._path, without=rule.without, why=rule.why)
+        client = _RestrictedClient(mini, timeout=self.timeout, allow_errors=True, interrupt_on_timeout=True,
+                                   kernel_name=self.kernel_name or "python3", resources={"metadata": {"path": self._path}},
+                                   kernel_manager_class=SandboxedKernelManager, box=box, nonces=nonces,
+                                   extra_arguments=self.extra_arguments)
+        stopped = False
+        try:
+            client.execute()
+        except Exception as error:  # the kernel died, hung past the interrupt, or could not start
+            self.log.warning("the restricted run of %s stopped: %r", ", ".join(grade_ids), error)
+            stopped = True
+        finally:
+            if box is not None:
+                box.close()
+        return {g: [_outcome(client.outcomes.get(i, {})) for i in indices] for g, indices in probes.items()}, stopped
 
 
 def _outcome(raw: dict) -> dict:
@@ -924,7 +945,9 @@ class _RestrictedClient:
                 if msg_type == "status" and content.get("execution_state") == "idle":
                     raise CellExecutionComplete()
                 if msg_type == "stream" and content.get("name") == "stdout":
-                    for line in content.get("text", "").split("\n"):
+                    lines = (state.pop("buffer", "") + content.get("text", "")).split("\n")
+                    state["buffer"] = lines.pop()[-(MAX_RESULT + 200):]  # a line may come in several messages
+                    for line in lines:
                         if line.startswith(MARKER + nonces[cell_index] + ":") and len(line) < MAX_RESULT:
                             state["result"] = line.split(":", 1)[1]
                 elif msg_type == "error":
