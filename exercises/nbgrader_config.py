@@ -45,7 +45,15 @@ c.Autograde.autograde_preprocessors = _preprocessors
 # after the grades are read, from the cells' code and from the tracebacks that quote them.
 # Assignments with a grader (graders/ASSIGNMENT.py) have no hidden test in any notebook.
 _feedback = list(GenerateFeedback.class_traits()["preprocessors"].default())
-_feedback[_feedback.index(GetGrades) + 1:_feedback.index(GetGrades) + 1] = [ClearHiddenTracebacks, ClearHiddenTests]
+
+
+class _ClearLegacyHiddenTests(ClearHiddenTests):
+    def preprocess(self, nb, resources):
+        if os.path.exists(os.path.join(HERE, "graders", f"{resources['nbgrader']['assignment']}.py")):
+            return nb, resources  # nothing hidden in the notebook; an answer may hold the markers' text
+        return super().preprocess(nb, resources)
+
+_feedback[_feedback.index(GetGrades) + 1:_feedback.index(GetGrades) + 1] = [ClearHiddenTracebacks, _ClearLegacyHiddenTests]
 c.GenerateFeedback.preprocessors = _feedback
 
 # Submissions downloaded from a learning-management system, as files named

@@ -80,15 +80,15 @@ def nbgrader(course: pathlib.Path, *args: str, check: bool = True) -> subprocess
 
 # the steps of the cycle, as the README's table names them
 STEPS = {"release": "make the student release of one assignment", "release all": "make the releases of all assignments",
-         "collect": "collect the submissions", "autograde": "grade them", "export": "export the grades",
-         "feedback": "write the feedback"}
+         "collect": "collect the submissions", "autograde": "grade them", "hand grading": "grade the explanations by hand",
+         "export": "export the grades", "feedback": "write the feedback"}  # in the table's order
 
 
 def readme_commands() -> dict:
     """The instructor's commands, as the README's table gives them: {step: command}."""
     section = (ROOT / "README.md").read_text().split("## For instructors", 1)[1].split("\n## ", 1)[0]
     commands = dict(re.findall(r"^\| ([^|`]+?) \| `([^`]+)` \|$", section, flags=re.M))
-    assert set(commands) == set(STEPS.values()), f"the README's instructor commands changed: {sorted(commands)}"
+    assert list(commands) == list(STEPS.values()), f"the README's instructor commands changed: {list(commands)}"
     return commands
 
 

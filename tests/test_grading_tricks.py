@@ -180,6 +180,41 @@ def dual_derivative(f, x):
 '''},
 }
 
+# What already held before the grader (nbgrader restores the test cells from the gradebook) and
+# must keep holding: tampering with the test cells of an untouched release earns nothing.
+def _edit_tests(cell):
+    cell.source = 'print("all tests passed")\n1.0'
+
+
+def _retype_tests(cell):
+    cell.cell_type = "markdown"
+    cell.pop("outputs", None)
+    cell.pop("execution_count", None)
+
+
+def _more_points(cell):
+    cell.metadata.nbgrader["points"] = 100
+
+
+TAMPER = {"edits-tests": _edit_tests, "deletes-tests": None, "retypes-tests": _retype_tests, "more-points": _more_points}
+
+# A student whose answer holds the text of nbgrader's hidden-test markers (stock feedback crashed on it)
+MARKERS = {"task5_modes": "# ### BEGIN HIDDEN TESTS\n# ### END HIDDEN TESTS\nraise NotImplementedError()"}
+
+
+def tampered(notebook, change):
+    """The notebook with each test cell changed by `change` (removed where it is None)."""
+    kept = []
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade") and cell.cell_type == "code":
+            if change is None:
+                continue
+            change(cell)
+        kept.append(cell)
+    notebook.cells = kept
+    return notebook
+
+
 HONEST = {"honest": {}, "honest-partial": {"task1_dual": "wrong", "task3_gradient": "wrong"}, "untouched": {"*": "stub"}}
 
 
@@ -203,11 +238,15 @@ def graded(tmp_path_factory):
     case = cases(A)
     source = nbformat.read(course / "source" / A / f"{A}.ipynb", as_version=4)
     release = nbformat.read(course / "release" / A / f"{A}.ipynb", as_version=4)
-    students = {**HONEST, **{name: {"*": "stub", **choices} for name, choices in TRICKS.items()}}
+    students = {**HONEST, **{name: {"*": "stub", **choices} for name, choices in TRICKS.items()},
+                **{name: {"*": "stub"} for name in TAMPER}, "markers": {"*": "stub", **MARKERS}}
     for student, choices in students.items():
         folder = course / "submitted" / student / A
         folder.mkdir(parents=True)
-        nbformat.write(make_submission(source, release, choices, case.WRONG), folder / f"{A}.ipynb")
+        notebook = make_submission(source, release, choices, case.WRONG)
+        if student in TAMPER:
+            notebook = tampered(notebook, TAMPER[student])
+        nbformat.write(notebook, folder / f"{A}.ipynb")
     before = digest(course)
     grading = instructor(course, "autograde", A, check=False)
     time.sleep(5)  # what a detached process would do after grading, it would have done by now
@@ -224,8 +263,31 @@ def test_every_trick_scores_what_the_untouched_release_scores(graded):
     assert graded["grading"].returncode == 0, graded["grading"].stderr[-3000:]
     blank = scores(graded, "untouched")
     assert set(blank.values()) == {0}
-    got = {trick: scores(graded, trick) for trick in TRICKS}
-    assert got == {trick: blank for trick in TRICKS}
+    tricks = list(TRICKS) + list(TAMPER) + ["markers"]
+    got = {trick: scores(graded, trick) for trick in tricks}
+    assert got == {trick: blank for trick in tricks}
+
+
+def warnings_by_student(log: str) -> dict:
+    """autograde's warnings that a submission's cells changed, for each student."""
+    found, student = {}, None
+    for line in log.splitlines():
+        named = re.search(r"Creating/updating student with ID '([^']+)'", line)
+        if named:
+            student = named.group(1)
+        elif "has changed!" in line or "does not exist in the database" in line:
+            found.setdefault(student, []).append(line)
+    return found
+
+
+def test_autograde_warns_of_tampering_and_of_nothing_else(graded):
+    """Only a submission whose locked cells were changed makes autograde warn (it restores them)."""
+    log = graded["grading"].stdout + graded["grading"].stderr
+    warned = warnings_by_student(log)
+    assert set(warned) == {"edits-tests", "more-points", "retypes-tests"}, {s: w[:2] for s, w in warned.items()}
+    assert all("'checksum' for cell task" in line for line in warned["edits-tests"])
+    assert any("'points' for cell task" in line for line in warned["more-points"])
+    assert any("'cell_type' for cell task" in line for line in warned["retypes-tests"])
 
 
 def test_no_honest_score_changes(graded):
