@@ -247,6 +247,9 @@ def graded(tmp_path_factory):
         if student in TAMPER:
             notebook = tampered(notebook, TAMPER[student])
         nbformat.write(notebook, folder / f"{A}.ipynb")
+    broken = course / "submitted" / "broken" / A  # a file that is not a notebook: it alone is not graded
+    broken.mkdir(parents=True)
+    (broken / f"{A}.ipynb").write_text('{"cells": [')
     before = digest(course)
     grading = instructor(course, "autograde", A, check=False)
     time.sleep(5)  # what a detached process would do after grading, it would have done by now
@@ -260,7 +263,11 @@ def scores(graded, student):
 
 
 def test_every_trick_scores_what_the_untouched_release_scores(graded):
-    assert graded["grading"].returncode == 0, graded["grading"].stderr[-3000:]
+    # the broken submission is named, the others graded, and autograde's exit status says that one failed
+    log = graded["grading"].stdout + graded["grading"].stderr
+    assert graded["grading"].returncode == 1, log[-3000:]
+    assert set(re.findall(r"error processing assignment '[^']+' for student '([^']+)'", log)) == {"broken"}
+    assert set(graded["cells"]) == set(graded["students"])
     blank = scores(graded, "untouched")
     assert set(blank.values()) == {0}
     tricks = list(TRICKS) + list(TAMPER) + ["markers"]
