@@ -215,7 +215,21 @@ def tampered(notebook, change):
     return notebook
 
 
-HONEST = {"honest": {}, "honest-partial": {"task1_dual": "wrong", "task3_gradient": "wrong"}, "untouched": {"*": "stub"}}
+# An honest answer that calls jvp under another name: the instrumented jvp must reach it too
+ALIASED_JVP = '''
+from ad_lib.forward import jvp as push_forward
+
+
+def jacobian_by_columns(f, x):
+    columns = []
+    for j in range(x.numel()):
+        e = torch.zeros_like(x)
+        e[j] = 1.0
+        columns.append(push_forward(f, (x,), (e,))[1])
+    return torch.stack(columns, dim=1)
+'''
+
+HONEST = {"honest": {}, "honest-alias": {"task2_jacobian": ALIASED_JVP}, "honest-partial": {"task1_dual": "wrong", "task3_gradient": "wrong"}, "untouched": {"*": "stub"}}
 
 
 def digest(course):
@@ -301,6 +315,7 @@ def test_no_honest_score_changes(graded):
     case = graded["case"]
     full = {entry[0]: entry[1] for entry in case.WRONG.values()}
     assert scores(graded, "honest") == full
+    assert scores(graded, "honest-alias") == full
     partial = dict(full, task1_tests=case.WRONG["task1_dual"][3], task3_tests=case.WRONG["task3_gradient"][3])
     assert scores(graded, "honest-partial") == pytest.approx(partial)
     # no score the grader did not give: no manual score anywhere

@@ -139,12 +139,14 @@ def instrumented_jacobian(M, x):
         value, _ = real(f, primals, tangents)
         return value, M @ tangents[0]
 
-    saved = __student__.get("jvp")
-    __student__["jvp"] = ad_lib.forward.jvp = jvp
+    aliases = [name for name, value in list(__student__.items()) if value is real]  # jvp under any name
+    ad_lib.forward.jvp = jvp
+    __student__.update({name: jvp for name in aliases})
     try:
         J = jacobian_by_columns(lambda v: ops.tanh(v[: M.shape[0]] * 2.0) + ops.sum(v), x)
     finally:
-        __student__["jvp"], ad_lib.forward.jvp = saved, real
+        ad_lib.forward.jvp = real
+        __student__.update({name: real for name in aliases})
     return [J, len(calls)]
 
 
@@ -197,12 +199,14 @@ def instrumented_gradient(g, x, evaluations):
             f(*primals)
         return value, (g * tangents[0]).sum()
 
-    saved = __student__.get("jvp")
-    __student__["jvp"] = ad_lib.forward.jvp = jvp
+    aliases = [name for name, value in list(__student__.items()) if value is real]
+    ad_lib.forward.jvp = jvp
+    __student__.update({name: jvp for name in aliases})
     try:
         gradient, passes = forward_mode_gradient(lambda v: ops.sum(ops.log(1 + v * v)), x)
     finally:
-        __student__["jvp"], ad_lib.forward.jvp = saved, real
+        ad_lib.forward.jvp = real
+        __student__.update({name: real for name in aliases})
     return [gradient, passes]
 
 
