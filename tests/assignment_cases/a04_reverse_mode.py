@@ -1,9 +1,9 @@
-"""Assignment 4 (reverse mode): wrong-but-plausible answers, one per task, and right answers that delegate.
+"""Assignment 4 (reverse mode): wrong-but-plausible answers, one per task.
 
 Used by tests/test_assignments.py: WRONG = {solution grade_id: (test grade_id, points, code, score)},
 where score is what the wrong answer still earns: the points of the parts of its task
-(exercises/graders/04_reverse_mode.py) that it gets right. DELEGATING: right answers that use
-what their task forbids.
+(exercises/graders/04_reverse_mode.py) that it gets right. DELEGATING = {solution grade_id: code}:
+right answers that use what their task forbids, handed in together; each scores 0 on its task.
 """
 
 WRONG = {
@@ -17,7 +17,7 @@ def value_sin(a):
 
     out._backward = _backward
     return out
-''', 0.5),  # one node with the right parent: only the accumulation is wrong
+''', 0.5),  # the node is right; its rule assigns, and x with several children gets a wrong gradient
     # forgets the minus sign of d(a/b)/db
     "task2_value_div": ("task2_tests", 2, '''
 def value_div(a, b):
@@ -29,7 +29,7 @@ def value_div(a, b):
 
     out._backward = _backward
     return out
-''', 0.5),  # one node with the right parents
+''', 0.5),  # the node is right; its rule and the gradients through it are not
     # forgets the second child of x (the product f = x b)
     "task3_hand_backprop": ("task3_tests", 3, '''
 def hand_backprop(x, y):
@@ -39,7 +39,7 @@ def hand_backprop(x, y):
     b_bar = x
     a_bar = b_bar * b
     return {"f": f, "b_bar": b_bar, "a_bar": a_bar, "x_bar": a_bar * y, "y_bar": a_bar * x}
-''', 2),  # every adjoint but x's
+''', 2),  # f and the adjoints of b, a and y are right; only x_bar is wrong
     # sums the squared errors instead of averaging them: a step n times too large
     "task4_fit": ("task4_tests", 3, '''
 def fit(features, targets, theta0, lr=0.5, steps=200):
@@ -50,40 +50,38 @@ def fit(features, targets, theta0, lr=0.5, steps=200):
     for _ in range(steps):
         theta = theta - lr * gradient(theta)
     return theta
-''', 1.5),  # the descent is right, the loss is not the mean
+''', 2),  # the descent follows grad's gradient and keeps theta0; the loss is not the mean
     # "reverse mode is always better"
     "task5_verdicts": ("task5_tests", 2, '''
 def mode_verdicts():
     return {"a": "reverse", "b": "reverse", "c": "reverse", "d": "reverse", "e": "reverse"}
-''', 1.2),  # three of the five verdicts are right
+''', 1.2),  # three of the five verdicts (a, c, e) are right
 }
 
-
 DELEGATING = {
-    # the adjoints by torch.autograd: graded in a Python without torch, it cannot run
+    # the scalar engine does the back-propagation, imported under another name: task 3 is graded
+    # in a Python without ad_lib, where the import fails
     "task3_hand_backprop": '''
 def hand_backprop(x, y):
-    import torch as t
+    import importlib
 
-    tx = t.tensor(x, dtype=t.float64, requires_grad=True)
-    ty = t.tensor(y, dtype=t.float64, requires_grad=True)
-    a = tx * ty
-    a.retain_grad()
-    b = t.exp(a)
-    b.retain_grad()
-    f = tx * b
-    f.backward()
-    return {"f": f.item(), "b_bar": b.grad.item(), "a_bar": a.grad.item(), "x_bar": tx.grad.item(), "y_bar": ty.grad.item()}
+    engine = importlib.import_module("ad_" + "lib.reverse")
+    X, Y = engine.Value(x), engine.Value(y)
+    A = X * Y
+    B = A.exp()
+    F = X * B
+    F.backward()
+    return {"f": F.data, "b_bar": B.grad, "a_bar": A.grad, "x_bar": X.grad, "y_bar": Y.grad}
 ''',
-    # the gradient by torch.func instead of ad_lib.reverse.grad
+    # the right descent with torch.autograd's gradient instead of ad_lib.reverse.grad: it follows the
+    # true gradient, not the one the instrumented ad_lib.reverse.grad returns, and hands it no loss
     "task4_fit": '''
 def fit(features, targets, theta0, lr=0.5, steps=200):
-    from torch.func import grad
-
-    gradient = grad(lambda theta: ((theta @ features - targets) ** 2).mean())
     theta = theta0.clone()
     for _ in range(steps):
-        theta = theta - lr * gradient(theta)
+        t = theta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(((t @ features - targets) ** 2).mean(), t)
+        theta = theta - lr * g
     return theta
 ''',
 }
