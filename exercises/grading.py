@@ -71,7 +71,7 @@ import zlib
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode, v4
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.preprocessors import Execute
 from traitlets import Enum, Integer
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -393,6 +393,20 @@ def close(got, expected, *, rtol=1e-12, atol=1e-12, what="the result", dtype=Tru
         raise Wrong(f"{what} should be a number, not {_kind(got)}")
     if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
         raise Wrong(f"{what} is wrong")
+
+
+def verdict_check(key: str, expected, choices: tuple):
+    """A check of one answer of a dict of verdicts: `result[key]` is one of `choices` (exactly: True is not 1)
+    and is `expected`. For the parts of a task whose answers are given as {"a": ..., "b": ...}."""
+    def check(result):
+        if type(result) is not dict or key not in result:
+            raise Wrong(f"the answer should be a dict with the key {key!r}")
+        if not any(type(result[key]) is type(c) and result[key] == c for c in choices):
+            shown = " or ".join(f'"{c}"' if isinstance(c, str) else repr(c) for c in choices)
+            raise Wrong(f"the verdict ({key}) should be {shown}")
+        if result[key] != expected:
+            raise Wrong(f"the verdict ({key}) is wrong")
+    return check
 
 
 def _kind(value) -> str:
@@ -733,10 +747,8 @@ class GradedExecute(ResilientExecute):
         info = (resources or {}).get("nbgrader", {})
         self._assignment = info.get("assignment") or pathlib.Path((resources or {}).get("metadata", {}).get("path", ".")).name
         self._student = str(info.get("student", ""))
-        # an assignment not yet given a grader (graders/ASSIGNMENT.py) keeps its hidden tests in the
-        # notebook, run in the sandboxed kernel and scored by nbgrader as they were
-        self._tasks = load_grader(self._assignment) if (GRADERS / f"{self._assignment}.py").exists() else None
-        for cell in nb.cells if self._tasks is not None else []:
+        self._tasks = load_grader(self._assignment)  # graders/ASSIGNMENT.py: every assignment has one
+        for cell in nb.cells:
             if _is_autograded_test(cell):
                 grade_id = cell.metadata.nbgrader["grade_id"]
                 if grade_id not in self._tasks:
@@ -762,7 +774,7 @@ class GradedExecute(ResilientExecute):
 
     def preprocess_cell(self, cell, resources, index):
         cell, resources = super().preprocess_cell(cell, resources, index)
-        if index == len(self.nb.cells) - 1 and self._tasks is not None:
+        if index == len(self.nb.cells) - 1:
             self._grade(resources)
         return cell, resources
 
@@ -824,13 +836,17 @@ class GradedExecute(ResilientExecute):
                 continue
             grade_id = cell.metadata.nbgrader["grade_id"]
             task = self._tasks[grade_id]
-            verdicts = []
+            verdicts, fatal = [], None
             for number, part in enumerate(task.parts):
                 inputs = self._inputs(grade_id, number, part)
                 if task.restricted is not None:
                     outcome = self._restricted_outcomes[grade_id][number]
+                elif fatal is not None:
+                    outcome = fatal  # the task's code hung or killed its kernel: its other parts would too
                 else:
                     outcome = self._probe(part, inputs, resources, index)
+                    if outcome.get("error") in FATAL:
+                        fatal = outcome
                 verdicts.append(judge(part, outcome, inputs, self.log))
             self._write_verdicts(cell, task, verdicts)
         for cell in self.nb.cells:
@@ -987,44 +1003,3 @@ def _scrub_output(output):
     for key, value in list(output.get("data", {}).items()):
         if key.startswith("text/") and isinstance(value, (str, list)):
             output["data"][key] = _scrub(value if isinstance(value, str) else "".join(value))
-
-
-_NUMBERED = re.compile(r"^\s*(?:-*>)?\s*\d+\s")  # "----> 4 code" or "      6 code" in IPython's tracebacks
-
-
-class ClearHiddenTracebacks(NbGraderPreprocessor):
-    """For the feedback of assignments whose hidden tests are still in the notebook: drop them from tracebacks.
-
-    nbgrader's ClearHiddenTests clears the hidden tests from a cell's source, but
-    IPython's traceback of a failing test cell quotes the lines around the failure,
-    hidden ones included. Run before ClearHiddenTests (see nbgrader_config.py).
-    """
-
-    begin = "BEGIN HIDDEN TESTS"
-    end = "END HIDDEN TESTS"
-
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type != "code" or self.begin not in cell.source:
-            return cell, resources
-        hidden, inside = set(), False
-        for line in cell.source.splitlines():
-            if self.begin in line:
-                inside = True
-            elif self.end in line:
-                inside = False
-            elif inside and line.strip():
-                hidden.add(line.strip())
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                output.traceback = [self._clean(entry, hidden) for entry in output.get("traceback", [])]
-        return cell, resources
-
-    def _clean(self, entry, hidden):
-        kept = []
-        for line in entry.split("\n"):
-            text = _ANSI.sub("", line)
-            code = _NUMBERED.sub("", text, count=1).strip()
-            if self.begin in text or self.end in text or (_NUMBERED.match(text) and code in hidden):
-                continue
-            kept.append(line)
-        return "\n".join(kept)

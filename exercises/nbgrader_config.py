@@ -8,8 +8,7 @@ import os
 import sys
 
 from nbgrader.converters.autograde import Autograde
-from nbgrader.converters.generate_feedback import GenerateFeedback
-from nbgrader.preprocessors import ClearHiddenTests, Execute, GetGrades
+from nbgrader.preprocessors import Execute
 
 c = get_config()  # noqa: F821 (provided by traitlets when it reads this file)
 
@@ -33,28 +32,15 @@ c.Execute.shutdown_kernel = "immediate"
 # kills or hangs its kernel fails alone, and each test cell is scored, part by part, by the
 # grader of graders/ASSIGNMENT.py, outside the student's kernel.
 sys.path.insert(0, HERE)
-from grading import ClearHiddenTracebacks, GradedExecute  # noqa: E402
+from grading import GradedExecute  # noqa: E402
 
 _preprocessors = []
 for _preprocessor in Autograde.class_traits()["autograde_preprocessors"].default():
     _preprocessors.append(GradedExecute if _preprocessor is Execute else _preprocessor)
 c.Autograde.autograde_preprocessors = _preprocessors
 
-# Feedback: nbgrader's feedback shows the hidden tests that an assignment without a grader
-# module still keeps in its notebook (they are put back for grading); remove them again,
-# after the grades are read, from the cells' code and from the tracebacks that quote them.
-# Assignments with a grader (graders/ASSIGNMENT.py) have no hidden test in any notebook.
-_feedback = list(GenerateFeedback.class_traits()["preprocessors"].default())
-
-
-class _ClearLegacyHiddenTests(ClearHiddenTests):
-    def preprocess(self, nb, resources):
-        if os.path.exists(os.path.join(HERE, "graders", f"{resources['nbgrader']['assignment']}.py")):
-            return nb, resources  # nothing hidden in the notebook; an answer may hold the markers' text
-        return super().preprocess(nb, resources)
-
-_feedback[_feedback.index(GetGrades) + 1:_feedback.index(GetGrades) + 1] = [ClearHiddenTracebacks, _ClearLegacyHiddenTests]
-c.GenerateFeedback.preprocessors = _feedback
+# Feedback: nbgrader's own. No notebook holds a hidden test (they are in graders/), and each
+# test cell's output is what GradedExecute wrote: the visible checks and the parts' verdicts.
 
 # Submissions downloaded from a learning-management system, as files named
 # STUDENTID__NOTEBOOK.ipynb in downloaded/ASSIGNMENT/archive/, or zip files

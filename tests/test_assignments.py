@@ -91,14 +91,14 @@ def test_1_the_release_has_no_solution_and_no_hidden_test(course):
     # The feedback shows each student's notebook: the hidden tests are removed from it again.
     # (A hidden line that is also written outside the hidden tests, such as `for _ in range(steps):`
     # in a solution, may show.)
-    # An assignment with a grader (exercises/graders/NN_slug.py) has its hidden checks there, and
-    # none in the notebook: the grader's lines must not reach the release or the feedback either.
+    # Every assignment has a grader (exercises/graders/NN_slug.py) that holds its hidden checks, and
+    # none is in the notebook: the grader's lines must not reach the release or the feedback either.
     grader = course["path"] / "graders" / f"{a}.py"
-    if grader.exists():
-        assert not hidden_lines, "an assignment with a grader keeps no hidden test in its notebook"
-        hidden_lines = {line.strip() for line in grader.read_text().splitlines() if len(line.strip()) > 12}
-        assert not hidden_lines & release_lines - {line.strip() for c in course["source"].cells for line in c.source.splitlines()}
-        assert not any(p.name == grader.name for p in (course["path"] / "release").rglob("*"))
+    assert grader.exists(), f"assignment {a} has no grader module"
+    assert not hidden_lines, "an assignment with a grader keeps no hidden test in its notebook"
+    hidden_lines = {line.strip() for line in grader.read_text().splitlines() if len(line.strip()) > 12}
+    assert not hidden_lines & release_lines - {line.strip() for c in course["source"].cells for line in c.source.splitlines()}
+    assert not any(p.name == grader.name for p in (course["path"] / "release").rglob("*"))
     hidden = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", flags=re.S)
     hidden_lines -= {line.strip() for cell in course["source"].cells for line in hidden.sub("", cell.source).splitlines()}
     assert len(hidden_lines) > 5
@@ -142,15 +142,12 @@ def test_3_the_untouched_release_runs_to_the_end_and_scores_zero(course):
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), "every code cell ran"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    if (course["path"] / "graders" / f"{course['assignment']}.py").exists():
-        # scored by the grader: a test cell's visible checks that stopped are reported, not raised
-        assert not errors
-        for cell in code:
-            if cell.metadata["nbgrader"].get("grade"):
-                text = "".join(o.get("text", "") for o in cell.outputs)
-                assert "Your visible checks stopped here" in text and "NotImplementedError" in text, cell.metadata
-    else:
-        assert errors and {o.ename for o in errors} == {"NotImplementedError"}
+    # scored by the grader: a test cell's visible checks that stopped are reported, not raised
+    assert not errors
+    for cell in code:
+        if cell.metadata["nbgrader"].get("grade"):
+            text = "".join(o.get("text", "") for o in cell.outputs)
+            assert "Your visible checks stopped here" in text and "NotImplementedError" in text, cell.metadata
     # an explanation left as released scores zero at once, with nothing left to grade by hand
     for grade_id in manual_cells(course["source"]):
         grade = course["cells"]["untouched"][grade_id]

@@ -11,7 +11,7 @@ graph library under any name, or a copy of its file, cannot be imported there.
 
 import functools
 
-from grading import Part, Restricted, Task, Wrong
+from grading import Part, Restricted, Task, Wrong, verdict_check
 
 # The notebook's set-up, less what the restricted sandbox lacks (the same for tasks 1 to 3: one kernel)
 PLAIN_SETUP = '''import math
@@ -328,20 +328,9 @@ def verdicts():
     return topological_verdicts()
 
 
-def _verdict_check(key, expected):
-    def check(result):
-        if type(result) is not dict or key not in result:
-            raise Wrong(f"the answer should be a dict with the key {key!r}")
-        if type(result[key]) is not bool:
-            raise Wrong(f"the verdict ({key}) should be True or False")
-        if result[key] != expected:
-            raise Wrong(f"the verdict ({key}) is wrong")
-    return check
-
-
 _VERDICTS = {"a": True, "b": True, "c": False, "d": False}
 
-TASK5 = Task(parts=[Part(0.5, f"verdict ({key}) on order ({key})", verdicts, _verdict_check(key, value))
+TASK5 = Task(parts=[Part(0.5, f"verdict ({key}) on order ({key})", verdicts, verdict_check(key, value, (True, False)))
                     for key, value in _VERDICTS.items()])
 
 TASKS = {"task1_tests": TASK1, "task2_tests": TASK2, "task3_tests": TASK3, "task4_tests": TASK4, "task5_tests": TASK5}

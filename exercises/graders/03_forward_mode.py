@@ -8,7 +8,7 @@ Never released: nbgrader releases only what is in source/03_forward_mode/.
 import math
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close
+from grading import Part, Restricted, Task, Wrong, close, verdict_check
 
 F64 = torch.float64
 
@@ -263,22 +263,11 @@ def verdicts():
     return cheaper_mode()
 
 
-def _verdict_check(key, expected):
-    def check(result):
-        if type(result) is not dict or key not in result:
-            raise Wrong(f"the answer should be a dict with the key {key!r}")
-        if result[key] not in ("forward", "reverse"):
-            raise Wrong(f'the verdict ({key}) should be "forward" or "reverse"')
-        if result[key] != expected:
-            raise Wrong(f"the verdict ({key}) is wrong")
-    return check
-
-
 _MODES = {"a": "reverse", "b": "forward", "c": "forward", "d": "reverse", "e": "forward"}
 _JOBS = {"a": "the gradient of a loss in 10^6 weights", "b": "1000 states in one parameter",
          "c": "the Jacobian of R^10 -> R^2000", "d": "the Jacobian of R^2000 -> R^10", "e": "one product J v"}
 
-TASK5 = Task(parts=[Part(0.4, f"verdict ({key}): {_JOBS[key]}", verdicts, _verdict_check(key, mode))
+TASK5 = Task(parts=[Part(0.4, f"verdict ({key}): {_JOBS[key]}", verdicts, verdict_check(key, mode, ("forward", "reverse")))
                     for key, mode in _MODES.items()])
 
 TASKS = {"task1_tests": TASK1, "task2_tests": TASK2, "task3_tests": TASK3, "task4_tests": TASK4, "task5_tests": TASK5}

@@ -8,7 +8,7 @@ Never released: nbgrader releases only what is in source/04_reverse_mode/.
 import math
 
 import torch
-from grading import COURSE_LIBRARY, Part, Restricted, Sandbox, Task, Wrong, close
+from grading import COURSE_LIBRARY, Part, Restricted, Sandbox, Task, Wrong, close, verdict_check
 
 F64 = torch.float64
 
@@ -442,22 +442,11 @@ def verdicts():
     return mode_verdicts()
 
 
-def _verdict_check(key, expected):
-    def check(result):
-        if type(result) is not dict or key not in result:
-            raise Wrong(f"the answer should be a dict with the key {key!r}")
-        if result[key] not in ("forward", "reverse"):
-            raise Wrong(f'the verdict ({key}) should be "forward" or "reverse"')
-        if result[key] != expected:
-            raise Wrong(f"the verdict ({key}) is wrong")
-    return check
-
-
 _MODES = {"a": "reverse", "b": "forward", "c": "reverse", "d": "forward", "e": "reverse"}
 _CASES = {"a": "p = 1000, m = 1", "b": "p = 3, m = 500", "c": "p = 100, m = 40", "d": "p = 100, m = 60",
           "e": "the memory of a program of t steps"}
 
-TASK5 = Task(parts=[Part(0.4, f"verdict ({key}): {_CASES[key]}", verdicts, _verdict_check(key, mode))
+TASK5 = Task(parts=[Part(0.4, f"verdict ({key}): {_CASES[key]}", verdicts, verdict_check(key, mode, ("forward", "reverse")))
                     for key, mode in _MODES.items()])
 
 TASKS = {"task1_tests": TASK1, "task2_tests": TASK2, "task3_tests": TASK3, "task4_tests": TASK4, "task5_tests": TASK5}
