@@ -10,9 +10,9 @@ the ``{download}`` role, so that the built book carries it. The archive holds
   and the README, so that ``pip install -r requirements.txt`` installs it,
 - the student release of every graded assignment (``assignments/NN_slug.ipynb``),
   made by nbgrader from ``exercises/source`` in a temporary copy of the course
-  folder: solutions replaced by stubs, hidden tests removed.
+  folder: solutions replaced by stubs (the hidden checks are in ``exercises/graders``).
 
-Nothing of ``exercises/source`` (the model solutions, the hidden tests) goes
+Nothing of ``exercises/source`` (the model solutions) or ``exercises/graders`` goes
 into the archive; the book's tests check that.
 """
 

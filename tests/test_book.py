@@ -186,6 +186,7 @@ def test_the_course_download_holds_what_a_reader_needs_offline(book, tmp_path):
         for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
             assert marker not in text, (a, marker)
         assert "raise NotImplementedError()" in text, a
+    assert not any("graders" in n or n.endswith("grading.py") for n in names), "the graders stay with the instructor"
     # the library imports from the download alone, and every module a chapter imports is in it
     probe = ("import ad_lib, json, sys; print(json.dumps([ad_lib.__file__, sorted(m for m in sys.modules "
              "if m.startswith('ad_lib'))]))")
