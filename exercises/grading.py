@@ -342,6 +342,7 @@ class Part:
     probe: t.Callable
     check: t.Callable
     inputs: t.Optional[t.Callable] = None
+    helpers: tuple = ()  # functions of the grader module whose source is sent with the probe's
 
 
 @dataclasses.dataclass
@@ -557,7 +558,7 @@ def contains_unplain(value) -> t.Optional[Unplain]:
 
 def probe_code(part: Part, inputs: dict, nonce: str) -> str:
     """The code of one probe cell: the probe's source and the call that reports its result."""
-    source = textwrap.dedent(_function_source(part.probe))
+    source = "\n".join(textwrap.dedent(_function_source(f)) for f in (*part.helpers, part.probe))
     encoded = json.dumps(json.dumps(encode_input(inputs)))  # a Python literal of the JSON text
     program = (KERNEL_SIDE + "\n" + source + "\n"
                + f"__ad_emit({nonce!r}, {part.probe.__name__}(**__ad_decode(__import__('json').loads({encoded}))))\n")
