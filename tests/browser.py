@@ -103,10 +103,14 @@ def broken_links(hrefs, root: pathlib.Path) -> list:
 
 WAIT_FOR_MATHJAX = """
 const done = arguments[arguments.length - 1];
-if (!document.querySelector('script[src*="mathjax"]')) { done('absent'); return; }
 const start = Date.now();
 (function wait() {
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+  if (document.readyState !== 'complete') {  // judge a page only once it has loaded
+    if (Date.now() - start > 30000) { done('the page never finished loading'); return; }
+    setTimeout(wait, 50);
+  } else if (!document.querySelector('script[src*="mathjax"]')) {
+    done('absent');
+  } else if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     MathJax.startup.promise.then(() => done('typeset'), (e) => done('error: ' + e));
   } else if (Date.now() - start > 30000) {
     done('MathJax never started');
@@ -192,4 +196,17 @@ def press_escape(session):
 
 
 def console_errors(session) -> list:
+    """The console's errors since the last call (reading the log empties it)."""
     return [e["message"] for e in session.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def go(session, url: str, width: int) -> str:
+    """Open url at a window width, from a blank page and with the console emptied, so that nothing of the
+    page before (a late request, a timer, an error) is counted against this one; then wait for MathJax."""
+    session.set_window_size(width, 900)
+    session.get("about:blank")
+    session.get_log("browser")
+    session.get(url)
+    if session.current_url != url:
+        raise AssertionError(f"asked for {url}, the browser shows {session.current_url}")
+    return session.execute_async_script(WAIT_FOR_MATHJAX)

@@ -274,9 +274,7 @@ def chromium():
 
 
 def _open(session, page: pathlib.Path, width: int):
-    session.set_window_size(width, 900)
-    session.get(page.as_uri())
-    state = session.execute_async_script(browser.WAIT_FOR_MATHJAX)
+    state = browser.go(session, page.as_uri(), width)
     assert state in ("typeset", "absent"), f"{page.name}: MathJax {state}"
     return state
 
@@ -374,15 +372,15 @@ def test_the_book_served_over_http_reads_the_same(book, chromium):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             base = f"http://127.0.0.1:{server.server_address[1]}"
-            chromium.set_window_size(1280, 900)
-            chromium.get(f"{base}/chapters/03_forward_mode.html")
-            assert chromium.execute_async_script(browser.WAIT_FOR_MATHJAX) == "typeset"
+            assert browser.go(chromium, f"{base}/chapters/03_forward_mode.html", 1280) == "typeset"
             report = chromium.execute_script(browser.PAGE_REPORT)
             assert report["maths"] > 50 and not report["untypeset"] and not report["mathErrors"], report["untypeset"][:3]
             assert not report["external"], report["external"][:3]  # nothing from another origin
             assert all(image["loaded"] for image in report["images"])
             assert not browser.console_errors(chromium)
         finally:
+            chromium.get("about:blank")  # nothing may still be asking this server when it goes
+            chromium.get_log("browser")
             server.shutdown()
 
 
