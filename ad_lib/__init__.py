@@ -12,16 +12,20 @@ One module per idea, in the order of the book:
   tape (``vjp``, ``grad``, ``jacrev``) and ``hvp``.
 - :mod:`ad_lib.compositions` (chapter 5): the cost of a Jacobian chain in
   each order, and the optimal order by dynamic programming.
+- :mod:`ad_lib.feedforward` (chapter 6): the multi-layer perceptron and residual
+  networks, with back-propagation written by hand.
+- :mod:`ad_lib.adjoint` (chapter 6): ``odeint`` and ``odeint_adjoint``, fixed-step
+  ODE solvers differentiated through the steps or by the adjoint-state method.
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
 the first primitive that computes a NaN or an infinity.
 """
 
-from ad_lib import compositions, finite_diff, forward, graph, ops, reverse
+from ad_lib import adjoint, compositions, feedforward, finite_diff, forward, graph, ops, reverse
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compositions", "cpu_threads", "detect_anomaly", "device", "finite_diff", "forward", "graph", "ops", "reverse", "seed_everything", "time_call"]
+__all__ = ["__version__", "adjoint", "compositions", "cpu_threads", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "ops", "reverse", "seed_everything", "time_call"]

@@ -31,7 +31,8 @@ Bracketing = Union[int, tuple]
 def check_widths(widths) -> list:
     """``widths`` as a list of Python ints, or a ``ValueError``/``TypeError`` that says what is wrong.
 
-    The widths ``[n_0, ..., n_t]`` of a chain of ``t >= 1`` Jacobians are positive integers.
+    The widths ``[n_0, ..., n_t]`` of a chain of ``t >= 1`` Jacobians are positive integers
+    (chapter 5, section "The Jacobian of a composition").
     """
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise TypeError(f"widths must be a list of positive integers [n_0, ..., n_t], got {type(widths).__name__}")
@@ -51,7 +52,10 @@ def _check_chain_length(t, name: str = "t") -> int:
 
 
 def forward_order(t: int) -> Bracketing:
-    """Forward mode's bracketing of ``A_t ... A_1``: ``(t, (t-1, ( ... (2, 1))))``, from the right."""
+    """Forward mode's bracketing of ``A_t ... A_1``: ``(t, (t-1, ( ... (2, 1))))``, from the right.
+
+    Chapter 5, section "Two orders, two costs".
+    """
     t = _check_chain_length(t)
     order = 1
     for k in range(2, t + 1):
@@ -60,7 +64,10 @@ def forward_order(t: int) -> Bracketing:
 
 
 def reverse_order(t: int) -> Bracketing:
-    """Reverse mode's bracketing of ``A_t ... A_1``: ``((((t, t-1), ...), 2), 1)``, from the left."""
+    """Reverse mode's bracketing of ``A_t ... A_1``: ``((((t, t-1), ...), 2), 1)``, from the left.
+
+    Chapter 5, section "Two orders, two costs".
+    """
     t = _check_chain_length(t)
     order = t
     for k in range(t - 1, 0, -1):
@@ -68,14 +75,30 @@ def reverse_order(t: int) -> Bracketing:
     return order
 
 
-def _leaves(order) -> list:
-    if isinstance(order, bool):
-        raise TypeError(f"a bracketing's leaves are ints, got {order!r}")
-    if isinstance(order, numbers.Integral):
-        return [int(order)]
-    if isinstance(order, tuple) and len(order) == 2:
-        return _leaves(order[0]) + _leaves(order[1])
-    raise TypeError(f"a bracketing is an int k (for A_k) or a pair (left, right), got {order!r}")
+def _fold(order, leaf, pair, name: str = "order"):
+    """Evaluate a bracketing bottom-up without recursion (a chain may have thousands of links).
+
+    ``leaf(k)`` gives the value of ``A_k``, ``pair(left, right)`` the value of a product.
+    """
+    results, stack = [], [(order, False)]
+    while stack:
+        node, children_done = stack.pop()
+        is_index = isinstance(node, numbers.Integral) and not isinstance(node, bool)
+        if is_index:
+            results.append(leaf(int(node)))
+        elif not isinstance(node, tuple) or len(node) != 2:
+            raise TypeError(f"{name}: a bracketing is an int k (for A_k) or a pair (left, right), got {node!r}")
+        elif children_done:
+            right = results.pop()
+            results.append(pair(results.pop(), right))
+        else:
+            stack += [(node, True), (node[1], False), (node[0], False)]
+    return results[0]
+
+
+def _leaves(order, name: str = "order") -> list:
+    """The indices of a bracketing's leaves, from left to right."""
+    return _fold(order, lambda k: [k], lambda left, right: left + right, name)
 
 
 def _resolve(order, t: int) -> Bracketing:
@@ -89,17 +112,19 @@ def _resolve(order, t: int) -> Bracketing:
     leaves = _leaves(order)
     if leaves != list(range(t, 0, -1)):
         raise ValueError(f"order must bracket the indices {t}, ..., 1 in that order (A_t ... A_1), "
-                         f"its leaves are {leaves}")
+                         f"its leaves are {leaves if len(leaves) < 20 else str(leaves[:20])[:-1] + ', ...]'}")
     return order
 
 
-def _cost(order, widths) -> tuple:
-    """(multiply-adds, rows, columns) of the product that ``order`` brackets."""
-    if isinstance(order, numbers.Integral):
-        return 0, widths[order], widths[order - 1]
-    left_cost, n, p = _cost(order[0], widths)
-    right_cost, _, q = _cost(order[1], widths)
-    return left_cost + right_cost + n * p * q, n, q
+def _cost(order, widths) -> int:
+    """The multiply-adds of the product that ``order`` brackets: the sum of ``n p q`` over its products."""
+    def leaf(k):
+        return 0, widths[k], widths[k - 1]  # (cost, rows, columns) of A_k
+
+    def pair(left, right):
+        return left[0] + right[0] + left[1] * left[2] * right[2], left[1], right[2]
+
+    return _fold(order, leaf, pair)[0]
 
 
 def chain_cost(widths, mode="reverse") -> int:
@@ -111,7 +136,12 @@ def chain_cost(widths, mode="reverse") -> int:
     the sum of its products' ``n p q``. Chapter 5, section "Two orders, two costs".
     """
     widths = check_widths(widths)
-    return _cost(_resolve(mode, len(widths) - 1), widths)[0]
+    t = len(widths) - 1
+    if mode == "forward":  # the closed forms, without building a bracketing t deep
+        return widths[0] * sum(widths[k] * widths[k + 1] for k in range(1, t))
+    if mode == "reverse":
+        return widths[t] * sum(widths[k] * widths[k + 1] for k in range(0, t - 1))
+    return _cost(_resolve(mode, t), widths)
 
 
 def optimal_order(widths) -> tuple:
@@ -120,7 +150,9 @@ def optimal_order(widths) -> tuple:
     The matrix-chain dynamic program: the best cost ``c(i, j)`` of the product
     ``A_j ... A_i`` is 0 when ``i = j`` and otherwise the minimum over the last
     split ``i <= m < j`` of ``c(m+1, j) + c(i, m) + n_j n_m n_{i-1}``;
-    ``O(t^3)`` time. Ties go to the split nearest reverse mode's. Chapter 5,
+    ``O(t^3)`` time. Among splits of equal cost the first, from ``m = i``
+    (reverse mode's) upwards, is kept: on a chain where every order costs
+    the same, the result is reverse mode. Chapter 5,
     section "The best order: a matrix chain".
     """
     widths = check_widths(widths)
@@ -130,7 +162,7 @@ def optimal_order(widths) -> tuple:
         for i in range(1, t - length + 2):
             j = i + length - 1
             candidates = []
-            for m in range(j - 1, i - 1, -1):  # the last product (A_j..A_{m+1}) (A_m..A_i)
+            for m in range(i, j):  # the last product (A_j..A_{m+1}) (A_m..A_i); m = i is reverse mode's
                 left, right = best[(m + 1, j)], best[(i, m)]
                 candidates.append((left[0] + right[0] + widths[j] * widths[m] * widths[i - 1], (left[1], right[1])))
             best[(i, j)] = min(candidates, key=lambda c: c[0])
@@ -152,18 +184,22 @@ def jacobian_chain(jacobians: Sequence[torch.Tensor], order="reverse") -> torch.
         if not isinstance(a, torch.Tensor) or a.dim() < 2:
             raise TypeError(f"jacobians[{k - 1}] (A_{k}) must be a tensor with at least 2 dimensions, got "
                             f"{type(a).__name__ if not isinstance(a, torch.Tensor) else tuple(a.shape)}")
+    first = jacobians[0]
     for k in range(1, len(jacobians)):
-        if jacobians[k].shape[-1] != jacobians[k - 1].shape[-2]:
-            raise ValueError(f"A_{k + 1} has {jacobians[k].shape[-1]} columns but A_{k} has {jacobians[k - 1].shape[-2]} rows: "
+        a, before = jacobians[k], jacobians[k - 1]
+        if a.shape[-1] != before.shape[-2]:
+            raise ValueError(f"A_{k + 1} has {a.shape[-1]} columns but A_{k} has {before.shape[-2]} rows: "
                              f"A_{k + 1} A_{k} is not defined (A_k must have shape (n_k, n_(k-1)))")
+        if a.dtype != first.dtype or a.device != first.device:
+            raise ValueError(f"jacobians[{k}] (A_{k + 1}) is {a.dtype} on {a.device} but A_1 is {first.dtype} on "
+                             f"{first.device}: the Jacobians must share a dtype and a device")
+    try:
+        torch.broadcast_shapes(*(a.shape[:-2] for a in jacobians))
+    except RuntimeError:
+        raise ValueError("the Jacobians' leading (batch) shapes do not broadcast: "
+                         f"{[tuple(a.shape[:-2]) for a in jacobians]}") from None
     order = _resolve(order, len(jacobians))
-
-    def product(node):
-        if isinstance(node, numbers.Integral):
-            return jacobians[node - 1]
-        return product(node[0]) @ product(node[1])
-
-    return product(order)
+    return _fold(order, lambda k: jacobians[k - 1], torch.matmul)
 
 
 def layer_jacobians(layers: Sequence, x: torch.Tensor) -> list:
@@ -175,27 +211,37 @@ def layer_jacobians(layers: Sequence, x: torch.Tensor) -> list:
     the chain's product can then be formed in any order (chapter 5, section
     "The Jacobian of a composition").
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 1:
-        raise ValueError(f"x must be a vector (a 1-d tensor), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise TypeError(f"layers must be a list [f_1, ..., f_t] of functions, got {type(layers).__name__}")
+    if not layers:
+        raise ValueError("layers must hold at least one function")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor (a vector), got {type(x).__name__}")
+    if x.dim() != 1:
+        raise ValueError(f"x must be a vector (a 1-d tensor), got shape {tuple(x.shape)}")
     jacobians = []
     for k, layer in enumerate(layers, start=1):
         if not callable(layer):
             raise TypeError(f"layers[{k - 1}] must be a callable, got {type(layer).__name__}")
+        out = layer(x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"layers[{k - 1}] must return a tensor, it returned {type(out).__name__}")
         a = torch.func.jacrev(layer)(x)
         if a.dim() != 2:
             raise ValueError(f"layers[{k - 1}] must map a vector to a vector; its Jacobian has shape {tuple(a.shape)}")
         jacobians.append(a)
-        x = layer(x)
+        x = out
     return jacobians
 
 
 def order_text(order) -> str:
-    """A bracketing written as a product, ``(A3 A2) A1`` for ``((3, 2), 1)``."""
-    def text(node, top):
-        if isinstance(node, numbers.Integral):
-            return f"A{node}"
-        inner = f"{text(node[0], False)} {text(node[1], False)}"
-        return inner if top else f"({inner})"
+    """A bracketing written as a product, ``(A3 A2) A1`` for ``((3, 2), 1)``.
 
-    _leaves(order)
-    return text(order, True)
+    ``order`` must bracket ``A_t ... A_1`` for some ``t`` (its leaves are
+    ``t, ..., 1`` in that order). Chapter 5, section "The best order: a matrix chain".
+    """
+    leaves = _leaves(order)
+    _resolve(order, len(leaves))
+    text = _fold(order, lambda k: (f"A{k}", True), lambda left, right: (
+        f"{left[0] if left[1] else '(' + left[0] + ')'} {right[0] if right[1] else '(' + right[0] + ')'}", False))
+    return text[0]

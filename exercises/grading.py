@@ -396,6 +396,51 @@ def close(got, expected, *, rtol=1e-12, atol=1e-12, what="the result", dtype=Tru
         raise Wrong(f"{what} is wrong")
 
 
+def watching_autodiff(run):
+    """``[run(), torch's automatic differentiation ran, ad_lib's ran]``, for a probe that forbids both.
+
+    Sent with a probe (``Part(..., helpers=(watching_autodiff,))``), it runs in the student's
+    kernel: while ``run()`` runs, it counts the calls of torch's reverse-mode engine (``backward``,
+    ``autograd.grad``, ``torch.func.grad``, ``vjp``, ``jacrev``) and the dual levels of its forward
+    mode (``forward_ad``, ``torch.func.jvp``, ``jacfwd``), and whether ad_lib opened a level of its
+    own (a ``jvp``, ``vjp``, ``grad`` or trace). In a Python without ad_lib, the third entry is False.
+    """
+    import torch.autograd.forward_ad as forward_ad
+    from torch.autograd.variable import Variable
+
+    try:
+        from ad_lib import ops
+
+        def levels():
+            return repr(ops._levels)
+    except ImportError:
+        def levels():
+            return ""
+
+    seen = {"torch": 0}
+    engine, enter = Variable._execution_engine, forward_ad.enter_dual_level
+
+    class Watched:  # torch's reverse-mode engine
+        def run_backward(self, *args, **kwargs):
+            seen["torch"] += 1
+            return engine.run_backward(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+    def enter_dual_level():  # torch's forward mode
+        seen["torch"] += 1
+        return enter()
+
+    before = levels()
+    Variable._execution_engine, forward_ad.enter_dual_level = Watched(), enter_dual_level
+    try:
+        result = run()
+    finally:
+        Variable._execution_engine, forward_ad.enter_dual_level = engine, enter
+    return [result, seen["torch"] > 0, levels() != before]
+
+
 def verdict_check(key: str, expected, choices: tuple):
     """A check of one answer of a dict of verdicts: `result[key]` is one of `choices` (exactly: True is not 1)
     and is `expected`. For the parts of a task whose answers are given as {"a": ..., "b": ...}."""

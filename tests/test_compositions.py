@@ -146,3 +146,40 @@ def test_an_hourglass_is_cheapest_in_neither_pure_mode():
     assert cost < min(chain_cost(widths, "forward"), chain_cost(widths, "reverse")) / 2
     assert order not in (forward_order(4), reverse_order(4))
     assert list(itertools.islice(all_bracketings(4, 1), 1))  # the brute force enumerates
+
+
+def test_ties_go_to_reverse_mode():
+    # every order of a chain of equal widths costs the same: the program keeps reverse mode's
+    assert optimal_order([2, 2, 2, 2]) == (16, reverse_order(3))
+    assert optimal_order([3] * 7)[1] == reverse_order(6)
+
+
+def test_long_chains_need_no_recursion():
+    widths = [2, 3] * 1000  # 1999 links: deeper than Python's recursion limit
+    t = len(widths) - 1
+    for mode, order in (("forward", forward_order(t)), ("reverse", reverse_order(t))):
+        assert chain_cost(widths, mode) == chain_cost(widths, order)  # the closed form against the bracketing's sum
+    chain = [torch.full((widths[k], widths[k - 1]), 0.5, dtype=F64) for k in range(1, 60)]
+    torch.testing.assert_close(jacobian_chain(chain, reverse_order(59)), jacobian_chain(chain, "forward"))
+    assert order_text(reverse_order(3)) == "(A3 A2) A1"
+
+
+def test_more_bad_inputs_are_named():
+    with pytest.raises(TypeError, match="order: a bracketing is an int"):
+        chain_cost([2, 3, 4], (2, 1.0))
+    with pytest.raises(TypeError, match="order: a bracketing is an int"):
+        chain_cost([2, 3, 4], [2, 1])
+    with pytest.raises(ValueError, match=r"jacobians\[1\] \(A_2\) is torch.float64 .* share a dtype"):
+        jacobian_chain([torch.zeros(3, 2), torch.zeros(4, 3, dtype=F64)])
+    with pytest.raises(ValueError, match="batch"):
+        jacobian_chain([torch.zeros(2, 3, 2), torch.zeros(5, 4, 3)])
+    with pytest.raises(TypeError, match="layers must be a list"):
+        layer_jacobians(lambda x: x, torch.zeros(2))
+    with pytest.raises(ValueError, match="at least one function"):
+        layer_jacobians([], torch.zeros(2))
+    with pytest.raises(TypeError, match="x must be a tensor"):
+        layer_jacobians([lambda x: x], [1.0, 2.0])
+    with pytest.raises(TypeError, match=r"layers\[0\] must return a tensor"):
+        layer_jacobians([lambda x: [x]], torch.zeros(2))
+    with pytest.raises(ValueError, match="order must bracket the indices 3, ..., 1"):
+        order_text((3, (2, 2)))

@@ -8,7 +8,8 @@ Never released: nbgrader releases only what is in source/04_reverse_mode/.
 import math
 
 import torch
-from grading import COURSE_LIBRARY, Part, Restricted, Sandbox, Task, Wrong, close, verdict_check
+from grading import (COURSE_LIBRARY, Part, Restricted, Sandbox, Task, Wrong, close, verdict_check,
+                     watching_autodiff)
 
 F64 = torch.float64
 
@@ -42,37 +43,6 @@ def check_sin_node(result, x0):
         raise Wrong("out._parents should hold exactly a: one new node whose parent is the input")
 
 
-def _watching_autodiff(run):
-    """run(), and whether torch's automatic differentiation or ad_lib's ran meanwhile (sent with the rule probes)."""
-    import torch.autograd.forward_ad as forward_ad
-    from torch.autograd.variable import Variable
-
-    from ad_lib import ops
-
-    seen = {"torch": 0}
-    engine, enter = Variable._execution_engine, forward_ad.enter_dual_level
-
-    class Watched:  # torch's reverse-mode engine (backward, autograd.grad, torch.func.grad and vjp)
-        def run_backward(self, *args, **kwargs):
-            seen["torch"] += 1
-            return engine.run_backward(*args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(engine, name)
-
-    def enter_dual_level():  # torch's forward mode (forward_ad, torch.func.jvp)
-        seen["torch"] += 1
-        return enter()
-
-    levels = repr(ops._levels)
-    Variable._execution_engine, forward_ad.enter_dual_level = Watched(), enter_dual_level
-    try:
-        result = run()
-    finally:
-        Variable._execution_engine, forward_ad.enter_dual_level = engine, enter
-    return [result, seen["torch"] > 0, repr(ops._levels) != levels]
-
-
 def sin_rule(x0, before, upstream):
     def run():
         a = Value(x0)
@@ -85,7 +55,7 @@ def sin_rule(x0, before, upstream):
             adjoints.append(a.grad)
         return adjoints
 
-    return _watching_autodiff(run)
+    return watching_autodiff(run)
 
 
 def _check_watched(result, task):
@@ -171,7 +141,7 @@ def div_rule(u0, v0, before, upstream):
             adjoints.append([a.grad, b.grad])
         return adjoints
 
-    return _watching_autodiff(run)
+    return watching_autodiff(run)
 
 
 def check_div_rule(result, u0, v0, before, upstream):
@@ -225,7 +195,7 @@ TASK2 = Task(parts=[
 
 for _part in TASK1.parts + TASK2.parts:
     if _part.probe in (sin_rule, div_rule):
-        _part.helpers = (_watching_autodiff,)
+        _part.helpers = (watching_autodiff,)
 
 
 # ---------------------------------------------------------------------------------------------
