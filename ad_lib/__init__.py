@@ -16,16 +16,21 @@ One module per idea, in the order of the book:
   networks, with back-propagation written by hand.
 - :mod:`ad_lib.adjoint` (chapter 6): ``odeint`` and ``odeint_adjoint``, fixed-step
   ODE solvers differentiated through the steps or by the adjoint-state method.
+- :mod:`ad_lib.checkpointing` (chapter 7): back-propagation through time by hand, the residual
+  recurrent perceptron, and binomial checkpointing (``revolve_cost``, ``revolve_schedule``,
+  ``checkpoint_scan``).
+- :mod:`ad_lib.reversible` (chapter 7): the leapfrog step and its exact inverse, and back-propagation
+  that rebuilds the states backward instead of storing them (``reversible_leapfrog``).
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
 the first primitive that computes a NaN or an infinity.
 """
 
-from ad_lib import adjoint, compositions, feedforward, finite_diff, forward, graph, ops, reverse
+from ad_lib import adjoint, checkpointing, compositions, feedforward, finite_diff, forward, graph, ops, reverse, reversible
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adjoint", "compositions", "cpu_threads", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "ops", "reverse", "seed_everything", "time_call"]
+__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "ops", "reverse", "reversible", "seed_everything", "time_call"]
