@@ -19,7 +19,10 @@ Prints three tables, each measured in one run (best of N), as ratios:
    (sqrt(l) segments) on one residual recurrent net, l = 1000 steps: time and
    peak memory (less the bytes of the gradients returned, which every method
    returns). Goals: memory within 2x of the snapshots' bytes, time within
-   (1 + revolve_cost(l, s) / l) x plain autograd's, +30%.
+   (1 + revolve_cost(l, s) / l) x plain autograd's, +30%. The peak of one
+   step with its backward pass, alone, is printed too: no schedule can go
+   below the snapshots plus that, so with few snapshots of a cell whose step
+   needs several states of its own, the memory goal cannot be met.
 
 Peak memory is the most bytes of tensors alive at once during the forward and
 backward pass, beyond what existed before (weights, inputs): on CUDA from
@@ -179,6 +182,9 @@ def bench_checkpointing(device, repeat, steps, dim, batch):
     # the gradients returned (of x0 and of the weights) are the results, whatever the method: not counted
     results = sum(g.numel() * g.element_size() for g in reference)
     memory = {name: peak_bytes(fn, device) - results for name, fn in zip(contenders, fns)}
+    # what one step and its backward pass need on their own: a floor under any schedule's peak
+    memory["one step"] = peak_bytes(lambda: torch.autograd.grad(cell(x0).square().sum(), (x0, *cell.parameters())),
+                                    device) - results
     state_bytes = x0.numel() * x0.element_size()
     return {name: s for name, (_, s) in contenders.items()}, times, memory, state_bytes
 
@@ -226,7 +232,8 @@ def main(argv=None):
     snapshots, times, memory, state = bench_checkpointing(device, args.repeat, steps, **size)
     plain = "plain autograd"
     print(f"\n3. Residual recurrent net x + tau W2^T tanh(W1 x), {size}, l = {steps} steps: forward + backward")
-    print(f"   one state: {mib(state):.3f} MiB")
+    print(f"   one state: {mib(state):.3f} MiB; one step with its backward pass, alone: peak {mib(memory['one step']):.2f} MiB"
+          f" ({memory['one step'] / state:.1f} states)")
     print(f"   {'method':<34} {'time (ms)':>10} {'peak (MiB)':>11} {'time / plain':>13} {'goal':>7} "
           f"{'peak / snapshots':>17} {'goal':>5}")
     for method in times:
