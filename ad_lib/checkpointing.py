@@ -33,9 +33,10 @@ times.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -104,6 +105,14 @@ def bptt(h: Callable, x0: torch.Tensor, theta: Sequence[torch.Tensor], steps: in
     ``g`` and sets ``z_{k-1} = [d_x h(x_{k-1}, theta)]^T z_k`` (the notes'
     eq. (10)); both products come from one ``torch.autograd.grad`` call on a
     single step, the rest of the recursion is written out here.
+
+    Cost: ``h`` is evaluated twice per step, once without a tape on the way
+    forward and once more in the backward pass, at the stored state, to
+    record the tape of that one step (``local_vjp``): ``2 l`` calls, the
+    scheme "store every state, tape each step again", which keeps states
+    rather than tapes (``checkpoint_scan`` with ``snapshots >= l - 1`` makes
+    ``2 l - 1`` calls). Plain ``torch.autograd`` through the loop calls ``h``
+    ``l`` times and keeps every step's tape.
 
     Parameters
     ----------
@@ -225,6 +234,11 @@ def gradient_descent_perceptron(x: torch.Tensor, W1: torch.Tensor, tau: float, p
     psi_prime:
         the derivative of the separable function ``psi``, applied pointwise.
 
+    Returns
+    -------
+    torch.Tensor
+        the next state, shape ``(..., n)`` like ``x``.
+
     Explained in chapter 7, section "Gradient descent as a recurrent network".
     """
     if isinstance(tau, torch.Tensor):
@@ -253,9 +267,9 @@ def revolve_cost(steps: int, snapshots: int) -> int:
 
     Griewank's binomial formula: with ``r`` the smallest integer such that
     ``l <= C(s + r, s)``, the cost is ``r l - C(s + r, s + 1)``. For instance
-    316 for ``l = 100``, ``s = 5``; ``l - 1`` when ``s >= l - 1`` (store all
-    the states but the last); ``l (l - 1) / 2`` when ``s = 1`` (restart from
-    ``x_0`` for every step).
+    316 for ``l = 100``, ``s = 5``; 0 for ``l = 0``; ``l - 1`` when
+    ``l >= 1`` and ``s >= l - 1`` (store all the states but the last);
+    ``l (l - 1) / 2`` when ``s = 1`` (restart from ``x_0`` for every step).
 
     Convention: this counts the *advances*, the evaluations of the step that
     only move a state forward, including the first sweep from ``x_0`` to
@@ -274,6 +288,7 @@ def revolve_cost(steps: int, snapshots: int) -> int:
     Returns
     -------
     int
+        the least number of advances, ``>= 0``.
 
     Explained in chapter 7, section "Binomial checkpointing".
     """
@@ -300,38 +315,45 @@ def _split(n: int, s: int) -> int:
 def _schedule(a: int, n: int, s: int, out: list) -> None:
     # Reverse steps a, ..., a + n - 1. On entry x_a is stored and is the current state, and s
     # snapshots (x_a's included) may be used; the stored x_a is left in place for the caller.
-    if n == 0:
-        return
-    if n == 1:
-        out.append(("reverse", a))
-        return
-    if s >= n - 1:  # enough room: store every state but the last, n - 1 advances
-        for k in range(1, n):
-            out.append(("advance", a + k - 1, a + k))
-            if k < n - 1:
-                out.append(("store", a + k))
-        out.append(("reverse", a + n - 1))
-        for k in range(n - 2, -1, -1):
-            out.append(("restore", a + k))
-            out.append(("reverse", a + k))
-            if k > 0:
-                out.append(("free", a + k))
-        return
-    if s == 1:  # one snapshot, x_a: go forward from it again for every step
-        for i, k in enumerate(range(n - 1, -1, -1)):
-            if i:
-                out.append(("restore", a))
-            if k:
-                out.append(("advance", a, a + k))
-            out.append(("reverse", a + k))
-        return
-    m = _split(n, s)
-    out.append(("advance", a, a + m))
-    out.append(("store", a + m))
-    _schedule(a + m, n - m, s - 1, out)  # the right part, with one snapshot fewer
-    out.append(("free", a + m))
-    out.append(("restore", a))
-    _schedule(a, m, s, out)  # the left part, all snapshots free again
+    # The recursion "right part with s - 1 snapshots, then left part with s" is run with an
+    # explicit stack of pending work, not Python recursion: its depth grows with s (to 1000 and more).
+    pending = [(a, n, s)]  # (a, n, s): a sub-schedule to write; a tuple of strings: an action
+    while pending:
+        item = pending.pop()
+        if isinstance(item[0], str):
+            out.append(item)
+            continue
+        a, n, s = item
+        if n == 0:
+            continue
+        if n == 1:
+            out.append(("reverse", a))
+            continue
+        if s >= n - 1:  # enough room: store every state but the last, n - 1 advances
+            for k in range(1, n):
+                out.append(("advance", a + k - 1, a + k))
+                if k < n - 1:
+                    out.append(("store", a + k))
+            out.append(("reverse", a + n - 1))
+            for k in range(n - 2, -1, -1):
+                out.append(("restore", a + k))
+                out.append(("reverse", a + k))
+                if k > 0:
+                    out.append(("free", a + k))
+            continue
+        if s == 1:  # one snapshot, x_a: go forward from it again for every step
+            for i, k in enumerate(range(n - 1, -1, -1)):
+                if i:
+                    out.append(("restore", a))
+                if k:
+                    out.append(("advance", a, a + k))
+                out.append(("reverse", a + k))
+            continue
+        m = _split(n, s)
+        out.append(("advance", a, a + m))
+        out.append(("store", a + m))
+        # in the order they run: the right part with one snapshot fewer, free x_m, back to x_a, the left part
+        pending += [(a, m, s), ("restore", a), ("free", a + m), (a + m, n - m, s - 1)]
 
 
 def revolve_schedule(steps: int, snapshots: int) -> list[tuple]:
@@ -355,7 +377,13 @@ def revolve_schedule(steps: int, snapshots: int) -> list[tuple]:
     :func:`revolve_cost` ``(steps, snapshots)``. It is built recursively:
     advance to a well-chosen ``x_m`` and store it, reverse the steps after
     ``m`` with one snapshot fewer, then the steps before ``m`` with all of
-    them.
+    them, with an explicit stack rather than Python recursion (thousands of
+    snapshots are fine).
+
+    Returns
+    -------
+    list of tuple
+        the actions, in order; for ``steps = 0`` only ``[("store", 0)]``.
 
     Explained in chapter 7, section "The revolve schedule".
     """
@@ -385,10 +413,68 @@ class _TensorsRead(TorchFunctionMode):
         return out
 
 
+def _hidden_tensors(y: torch.Tensor, x_in: torch.Tensor, params: list) -> list:
+    # the leaves requiring grad that a taped output depends on, other than its input and the parameters (and
+    # what the parameters were computed from): a walk over the tape, a few nodes for a step, no extra call
+    stops = {id(p.grad_fn) for p in params if p.grad_fn is not None}
+    known = {id(p) for p in params}
+    known.add(id(x_in))
+    hidden, seen, stack = [], set(), [y.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen or id(node) in stops:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if variable is not None and id(variable) not in known:
+            hidden.append(variable)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return hidden
+
+
+def _check_reads(reader, params: list, when: str) -> None:
+    # a tensor requiring grad that the step read and that is not a parameter would get no gradient: say so
+    known = {id(p) for p in params}
+    missing = reader if isinstance(reader, list) else [t for key, t in reader.found.items() if key not in known]
+    if missing:
+        shapes = ", ".join(str(tuple(t.shape)) for t in missing)
+        raise ValueError(
+            f"step read tensors that require grad but are not in params (shapes {shapes}), {when}: their gradients "
+            "would silently be missing. Pass every tensor the step uses, on any call, as params=[...] (or leave "
+            "params out when the step reads the same tensors on every call), or detach those that need no gradient"
+        )
+
+
+def _in_place_error(what: str) -> ValueError:
+    return ValueError(
+        f"{what} modified its input state in place: checkpoint_scan calls step again on stored states, which must "
+        "stay intact; return a new tensor (write x = x + ... rather than x += ..., x.add(...) rather than x.add_(...))"
+    )
+
+
+def _rng_devices(x: torch.Tensor) -> list:
+    # the generators whose state a step on x may draw from: the CPU's always, and x's CUDA device's
+    return [x.device] if x.device.type == "cuda" else []
+
+
+def _get_rng(devices: list) -> tuple:
+    return (torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices))
+
+
+def _set_rng(states: tuple, devices: list) -> None:
+    torch.set_rng_state(states[0])
+    for d, state in zip(devices, states[1:]):
+        torch.cuda.set_rng_state(state, d)
+
+
+def _same_rng(a: tuple, b: tuple) -> bool:
+    return all(torch.equal(u, v) for u, v in zip(a, b))
+
+
 class _Revolve:
     """Runs a revolve schedule: the snapshots, the current state, the pending tape, the counts."""
 
-    def __init__(self, step, steps, snapshots, params, first, stats):
+    def __init__(self, step, steps, snapshots, params, first, stats, rng):
         self.step = step
         self.steps = steps
         self.actions = revolve_schedule(steps, snapshots)
@@ -396,12 +482,16 @@ class _Revolve:
         self.params = params
         self.first = first  # (x_0, step(x_0)): the first call, made already (with its tape when l = 1)
         self.stats = stats
+        # (devices, state before the first call) when the step draws random numbers, else None: then every
+        # snapshot keeps the generators' state with it, and a restore sets it back, so that the calls made
+        # again draw the same numbers as the first time (as torch.utils.checkpoint's preserve_rng_state does)
+        self.rng = rng
         self.snaps = {}
         self.current = None
         self.tape = None  # (x_k with requires_grad, step(x_k)): the step that is reversed next
         self.calls = 1  # the first call, made by checkpoint_scan before the schedule runs
 
-    def _call(self, x, taped):
+    def _call(self, x, taped, index=None):
         if self.first is not None:  # the first call of the schedule was made by checkpoint_scan
             x_in, y = self.first
             self.first = None
@@ -410,18 +500,36 @@ class _Revolve:
         if taped:
             x_in = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                return x_in, _check_step_output(self.step(x_in), x_in, "step")
+                try:
+                    y = _check_step_output(self.step(x_in), x_in, "step")
+                except RuntimeError as error:
+                    if "in-place operation" in str(error):
+                        raise _in_place_error("step") from error
+                    raise
+            # every step is taped exactly once: the leaves of its tape show the tensors it read that require
+            # grad and are missing from params, including those read on some calls only
+            if y.requires_grad:
+                _check_reads(_hidden_tensors(y, x_in, self.params), self.params, f"on the call from state x_{index}")
+            return x_in, y
+        version = x._version
         with torch.no_grad():
-            return _check_step_output(self.step(x), x, "step")
+            y = self.step(x)
+        if x._version != version:
+            raise _in_place_error("step")
+        return _check_step_output(y, x, "step")
 
     def _execute(self, action):
         # one action that is not a reverse step
         kind = action[0]
         if kind == "store":
-            self.snaps[action[1]] = self.current
+            if self.rng is not None:  # the generators' state at x_k: before the first call, or now
+                rng = self.rng[1] if self.first is not None else _get_rng(self.rng[0])
+            self.snaps[action[1]] = (self.current, rng if self.rng is not None else None)
             self.stats["peak_snapshots"] = max(self.stats.get("peak_snapshots", 0), len(self.snaps))
         elif kind == "restore":
-            self.current = self.snaps[action[1]]
+            self.current, rng = self.snaps[action[1]]
+            if rng is not None:
+                _set_rng(rng, self.rng[0])
         elif kind == "free":
             del self.snaps[action[1]]
         else:  # advance
@@ -434,7 +542,7 @@ class _Revolve:
         self.current = self.x0
         for self.position, action in enumerate(self.actions):
             if action[0] == "reverse":
-                self.tape = self._call(self.current, taped=True)
+                self.tape = self._call(self.current, taped=True, index=action[1])
                 self.current = None
                 return self.tape[1].detach()
             self._execute(action)
@@ -447,15 +555,25 @@ class _Revolve:
         del tape
         for action in self.actions[self.position + 1:]:
             if action[0] == "reverse":
-                yield self._call(self.current, taped=True)
+                yield self._call(self.current, taped=True, index=action[1])
             else:
                 self._execute(action)
         self.snaps.clear()
         self.current = None
 
     def backward(self, grad_output):
-        if self.tape is None:  # a second backward pass (retain_graph=True, gradcheck): start again from x_0
-            self.forward(self.x0)
+        outside = _get_rng(self.rng[0]) if self.rng is not None else None  # the caller's generators, put back after
+        try:
+            if self.tape is None:  # a second backward pass (retain_graph=True, gradcheck): start again from x_0
+                if self.rng is not None:
+                    _set_rng(self.rng[1], self.rng[0])
+                self.forward(self.x0)
+            return self._backward(grad_output)
+        finally:
+            if outside is not None:
+                _set_rng(outside, self.rng[0])
+
+    def _backward(self, grad_output):
         needed = [p for p in self.params if p.requires_grad]
         grads = {id(p): None for p in needed}
         g = grad_output
@@ -484,8 +602,13 @@ class _CheckpointScan(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
+        if torch.is_grad_enabled():  # autograd runs a backward pass with grad mode on only for create_graph=True
+            raise RuntimeError(
+                "checkpoint_scan's backward pass is first-order only: it cannot build the graph of the gradient "
+                "(create_graph=True, double backward, Hessian-vector products); differentiate the plain loop, "
+                "or torch.utils.checkpoint.checkpoint(..., use_reentrant=False), for second derivatives"
+            )
         runner = ctx.runner
         before = runner.calls
         g, param_grads = runner.backward(grad_output)
@@ -500,6 +623,7 @@ def checkpoint_scan(
     snapshots: int,
     params: Sequence[torch.Tensor] | None = None,
     stats: dict | None = None,
+    preserve_rng_state: bool = True,
 ) -> torch.Tensor:
     """``x_l`` for ``x_{k+1} = step(x_k)``, differentiable, storing at most ``snapshots`` states (binomial checkpointing).
 
@@ -523,27 +647,50 @@ def checkpoint_scan(
     tape; during the backward pass, at most ``s`` states, the working state
     and the tape of one step. A second backward pass through the same output
     (``retain_graph=True``, ``torch.autograd.gradcheck``) runs the whole
-    schedule again from ``x_0``.
+    schedule again from ``x_0``. The backward pass is first-order only: with
+    ``create_graph=True`` (double backward) it raises a ``RuntimeError``, and
+    ``torch.func`` transforms do not apply (the ``autograd.Function`` has no
+    ``setup_context``).
 
     The parameters. As ``torch.utils.checkpoint`` does, the step is re-run in
     the backward pass and its vector-Jacobian products are taken with respect
     to the state and to the parameters it uses. Those are ``params`` when
-    given; otherwise the parameters of ``step`` if it is an ``nn.Module``,
-    together with every tensor requiring grad that ``step`` reads without
-    computing it (the tensors it closes over), recorded by a
-    ``TorchFunctionMode`` during its first call (which the schedule needs
-    anyway: no extra call). They become inputs of the ``autograd.Function``,
-    so gradients reach them and, through them, whatever they were computed
-    from. A step that reads different tensors on different calls must pass
-    ``params``.
+    given (a tensor listed twice counts once); otherwise the parameters of
+    ``step`` if it is an ``nn.Module``, together with every tensor requiring
+    grad that ``step`` reads without computing it (the tensors it closes
+    over), recorded by a ``TorchFunctionMode`` during its first call (which
+    the schedule needs anyway: no extra call). They become inputs of the
+    ``autograd.Function``, so gradients reach them and, through them,
+    whatever they were computed from. A tensor requiring grad that the step
+    reads and that is not a parameter (missing from ``params``, or read on
+    later calls only, such as ``Ws[k]`` for a counter ``k``) raises a
+    ``ValueError`` rather than silently getting no gradient: the same
+    ``TorchFunctionMode`` watches the first call, and the tape of every
+    taped call (each step is taped once) is searched for leaves that are
+    neither the state nor parameters.
+
+    Random steps. The step is called again in the backward pass, on states
+    restored from snapshots, and must compute the same numbers as the first
+    time. With ``preserve_rng_state`` (the default, as in
+    ``torch.utils.checkpoint``), a step that draws from the global random
+    number generators (dropout, ``torch.randn``: the CPU's and, for a state
+    on a CUDA device, that device's) has them saved with each snapshot and
+    restored with it, so the calls made again draw the same numbers and the
+    gradients are those of the plain loop with the same seed; the
+    generators are left after the backward pass as they were before it.
+    Whether the step draws is seen at its first call (the generators' state
+    changed), and only then are states saved: a deterministic step pays
+    nothing. A step that draws only on later calls, or from its own
+    ``torch.Generator``, is not covered.
 
     Parameters
     ----------
     step:
         ``step(x) -> x``, a callable (or ``nn.Module``) that keeps the
         state's shape, dtype and device. It is called again during the
-        backward pass, so it should be deterministic (no dropout without a
-        fixed seed).
+        backward pass on stored states, so it must not modify its input in
+        place (a ``ValueError``; in the differentiable case the caller's
+        ``x0`` is left intact).
     x0:
         the initial state, a floating-point tensor of any shape.
     steps:
@@ -551,14 +698,19 @@ def checkpoint_scan(
     snapshots:
         ``s >= 1``, the most states stored at once (``x_0`` included).
     params:
-        optional, a sequence of the tensors ``step`` reads and that need
-        gradients.
+        optional, a sequence (list or tuple) of the tensors ``step`` reads
+        and that need gradients, on any of its calls.
     stats:
         optional dict, filled with ``"forward_calls"``,
         ``"backward_calls"`` (calls of ``step`` in each pass, once it has
         run), ``"peak_snapshots"`` (most states stored at once),
-        ``"schedule_cost"`` (``revolve_cost(l, s)``) and ``"params"`` (how
-        many parameter tensors were found).
+        ``"schedule_cost"`` (``revolve_cost(l, s)``), ``"params"`` (how
+        many parameter tensors were found) and ``"rng_saved"`` (whether the
+        generators' states are kept with the snapshots).
+    preserve_rng_state:
+        ``True`` (the default): keep the random generators' state with each
+        snapshot when the step draws random numbers; ``False``: never (for
+        a step known to be deterministic).
 
     Returns
     -------
@@ -572,44 +724,78 @@ def checkpoint_scan(
     x0 = _check_state(x0, "x0")
     steps = _check_count("steps", steps, 0)
     snapshots = _check_count("snapshots", snapshots, 1)
-    if params is not None:
-        if isinstance(params, torch.Tensor) or not hasattr(params, "__iter__"):
-            raise TypeError(f"params must be a sequence of tensors (e.g. list(module.parameters())), got {type(params).__name__}")
+    explicit = params is not None
+    if explicit:
+        if isinstance(params, (torch.Tensor, Mapping, str)) or not hasattr(params, "__iter__"):
+            raise TypeError(
+                "params must be a sequence (list or tuple) of tensors, e.g. list(module.parameters()) or "
+                f"list(params_dict.values()), got {type(params).__name__}"
+            )
         params = list(params)
         for i, p in enumerate(params):
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"params[{i}] must be a torch.Tensor, got {type(p).__name__}")
+        params = list({id(p): p for p in params}.values())  # a tensor listed twice would get its gradient twice
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"stats must be a dict (or None), got {type(stats).__name__}")
+    if not isinstance(preserve_rng_state, bool):
+        raise TypeError(f"preserve_rng_state must be True or False, got {preserve_rng_state!r}")
     stats = {} if stats is None else stats
-    stats.update(schedule_cost=revolve_cost(steps, snapshots), peak_snapshots=0, backward_calls=0)
+    stats.update(schedule_cost=revolve_cost(steps, snapshots), peak_snapshots=0, backward_calls=0, rng_saved=False)
     if steps == 0:
         stats.update(forward_calls=0, params=0)
         return x0
 
     grad_mode = torch.is_grad_enabled()
-    taped = grad_mode and steps == 1  # the first call is the last step's, with its tape, only when l = 1
-    x_in = x0.detach().requires_grad_(True) if taped else x0.detach()
-    with torch.set_grad_enabled(taped):
-        if params is None:  # the first call of the step, recording the tensors it reads
-            found = {id(p): p for p in step.parameters() if p.requires_grad} if isinstance(step, torch.nn.Module) else {}
-            with _TensorsRead(x_in) as reader:
-                y = step(x_in)
-            for key, tensor in reader.found.items():
-                found.setdefault(key, tensor)
-            params = list(found.values())
-        else:
+    # With grad mode on, the first call reads a leaf that requires grad: an in-place step fails there, as in
+    # the plain loop, before it can touch the caller's x0; its tape is kept only when l = 1 (the last step's).
+    x_in = x0.detach().requires_grad_(True) if grad_mode else x0.detach()
+    devices = _rng_devices(x0)
+    rng_before = _get_rng(devices) if preserve_rng_state and grad_mode else None
+    version = x_in._version
+    # for l > 1 the first call's tape is thrown away at once: an inner pair of hooks hides it from an outer
+    # torch.autograd.graph.saved_tensors_hooks (which counts what the forward pass keeps); the pack hook
+    # detaches, so that no saved output refers back to its own graph (a cycle only the garbage collector frees)
+    hide = contextlib.nullcontext()
+    if steps > 1:
+        hide = torch.autograd.graph.saved_tensors_hooks(torch.Tensor.detach, lambda v: v)
+    with torch.set_grad_enabled(grad_mode), hide, _TensorsRead(x_in) as reader:
+        try:
             y = step(x_in)
+        except RuntimeError as error:
+            if grad_mode and "in-place operation" in str(error):
+                raise _in_place_error("step") from error
+            raise
+    if x_in._version != version:
+        raise _in_place_error("step")
     y = _check_step_output(y, x_in, "step")
+    if not explicit:  # the parameters: the module's, and the tensors requiring grad the first call read
+        found = {id(p): p for p in step.parameters() if p.requires_grad} if isinstance(step, torch.nn.Module) else {}
+        for key, tensor in reader.found.items():
+            found.setdefault(key, tensor)
+        params = list(found.values())
+    elif grad_mode:
+        _check_reads(reader, params, "on its first call")
     stats["params"] = len(params)
 
     if not grad_mode or not (x0.requires_grad or any(p.requires_grad for p in params)):
         x = y.detach()  # nothing to differentiate: the plain loop, l calls, nothing stored
         with torch.no_grad():
             for _ in range(steps - 1):
-                x = _check_step_output(step(x), x, "step")
+                version = x._version
+                y = step(x)
+                if x._version != version:
+                    raise _in_place_error("step")
+                x = _check_step_output(y, x, "step")
         stats["forward_calls"] = steps
         return _check_finite(x, steps, "checkpoint_scan")
-    runner = _Revolve(step, steps, snapshots, params, (x_in, y), stats)
+    if steps > 1:
+        y = y.detach()  # the first call's tape is the last step's only when l = 1
+        x_in = x_in.detach()
+    rng = None
+    if rng_before is not None and not _same_rng(rng_before, _get_rng(devices)):
+        rng = (devices, rng_before)  # the step drew random numbers: the snapshots keep the generators' state
+        stats["rng_saved"] = True
+    runner = _Revolve(step, steps, snapshots, params, (x_in, y), stats, rng)
     del y
     return _CheckpointScan.apply(runner, x0, *params)

@@ -78,7 +78,11 @@ def _check_real(value, name: str, positive: bool = False) -> float:
 
 
 def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+    # the library's convention: a value of the wrong type is a TypeError, a value out of range a ValueError
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"steps must be a non-negative integer (the number of leapfrog steps), got "
+                        f"{type(steps).__name__} {steps!r}")
+    if steps < 0:
         raise ValueError(f"steps must be a non-negative integer (the number of leapfrog steps), got {steps!r}")
     return int(steps)
 

@@ -150,6 +150,8 @@ def class_for(assignment):
         students[student] = {grade_id: "wrong" for grade_id in grade_ids}
     if getattr(case, "DELEGATING", None):  # right answers, with a forbidden library: all in one submission
         students["delegates"] = dict(case.DELEGATING)
+    for i, submission in enumerate(gaming_submissions(case)):  # answers that try to score without the work
+        students[f"gaming-{i}"] = {grade_id: code for grade_id, (_, code, _) in submission.items()}
     if assignment == PIPELINE:
         students.update({
             "hangs": {"task5_count": case.HANGS},
@@ -162,6 +164,18 @@ def class_for(assignment):
         while len(students) < CLASS_SIZE:
             students[f"s{len(students):02d}"] = {g: rng.choice(["right", "right", "wrong", "stub"]) for g in case.WRONG}
     return students
+
+
+def gaming_submissions(case) -> list:
+    """A case's GAMING answers, {name: (solution grade_id, test grade_id, code, score)}, packed into as few
+    submissions as hold each solution cell once: [{solution grade_id: (test grade_id, code, score)}, ...]."""
+    submissions = []
+    for grade_id, test_id, code, score in getattr(case, "GAMING", {}).values():
+        free = next((s for s in submissions if grade_id not in s), None)
+        if free is None:
+            submissions.append(free := {})
+        free[grade_id] = (test_id, code, score)
+    return submissions
 
 
 def wrong_score(entry) -> float:
@@ -279,7 +293,7 @@ def submit_and_grade(course: pathlib.Path, assignment: str) -> dict:
     timed(timings, "feedback", instructor, course, "feedback", assignment)
     total = sum(entry[1] for entry in case.WRONG.values())
     return {"assignment": assignment, "path": course, "source": source, "release": release, "students": students,
-            "grading": grading, "timings": timings, "wrong": case.WRONG, "total": total,
+            "gaming": gaming_submissions(case), "grading": grading, "timings": timings, "wrong": case.WRONG, "total": total,
             "by_hand": sum(c.metadata["nbgrader"]["points"] for c in manual_cells(source).values()),
             "explained": explained, "hand_graded": HAND_GRADED}
 

@@ -228,6 +228,7 @@ def test_6_a_class_is_graded_in_one_command_with_the_expected_scores(course, rec
     if course["assignment"] == PIPELINE:
         assert len(course["students"]) == CLASS_SIZE
     special = {"hangs", "hangs-hard", "kills", "kills-twice"}  # the pipeline's: see its test 5
+    special |= {f"gaming-{i}" for i in range(len(course["gaming"]))}  # checked below
     mismatches = {}
     for student, choices in course["students"].items():
         if student in special:
@@ -237,6 +238,12 @@ def test_6_a_class_is_graded_in_one_command_with_the_expected_scores(course, rec
                 or cell_scores(course, student) != pytest.approx(expected_cells(choices, course["wrong"]))):
             mismatches[student] = (course["scores"][student], expected, cell_scores(course, student))
     assert not mismatches, mismatches
+    # an answer that tries to score without the work (the case file's GAMING) earns what the case says,
+    # and the tasks answered right beside it their full points
+    full = {entry[0]: entry[1] for entry in course["wrong"].values()}
+    for i, submission in enumerate(course["gaming"]):
+        expected = {**full, **{test_id: score for test_id, _, score in submission.values()}}
+        assert cell_scores(course, f"gaming-{i}") == pytest.approx(expected), (f"gaming-{i}", sorted(submission))
     # a right answer that delegates to a forbidden library is caught by a hidden test: it costs its task only
     if "delegates" in course["students"]:
         delegated = {course["wrong"][g][0] for g in course["students"]["delegates"]}

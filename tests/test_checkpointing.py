@@ -1,5 +1,6 @@
 """Recurrent nets and checkpointing (ad_lib.checkpointing) against torch.autograd, a brute-force optimum and counts."""
 
+import collections
 import functools
 import math
 import weakref
@@ -384,3 +385,186 @@ def test_a_diverging_recurrence_is_reported_not_returned():
             checkpoint_scan(explode, x0.detach().requires_grad_(requires_grad), 12, 3)
     with pytest.raises(FloatingPointError, match="bptt"):
         bptt(lambda x, th: th[0] * explode(x), x0, (W1[0, 0],), 12, lambda x, th: x.sum())
+
+
+# ------------------------------------------------------------------ the optimum, by an exhaustive search
+
+
+def exhaustive_least_advances(steps, snapshots):
+    """The least advances over *all* schedules, by a 0-1 breadth-first search; assumes nothing about their shape.
+
+    A state of the search is (stored indices, current index or None, next step to reverse). The moves: store the
+    current state (free, if a slot is left), restore or free a snapshot (free), advance one step (cost 1), and
+    reverse step k when the current state is x_k (free; the current state is then lost). x_0 must be stored to be
+    found again, so it is one of the snapshots, as in revolve_cost's convention.
+    """
+    if steps == 0:
+        return 0
+    start = (frozenset(), 0, steps - 1)
+    dist, queue = {start: 0}, collections.deque([(0, start)])
+    while queue:
+        d, state = queue.popleft()
+        if dist[state] < d:
+            continue
+        stored, current, k = state
+        if k < 0:
+            return d
+        moves = []
+        if current is not None:
+            if current == k:  # reverse step k; snapshots above k can never serve again
+                moves.append((0, (frozenset(i for i in stored if i < k), None, k - 1)))
+            if current < k:
+                moves.append((1, (stored, current + 1, k)))
+            if current not in stored and len(stored) < snapshots:
+                moves.append((0, (stored | {current}, current, k)))
+        for i in stored:
+            moves.append((0, (stored, i, k)))
+            moves.append((0, (stored - {i}, current, k)))
+        for cost, new in moves:
+            if d + cost < dist.get(new, math.inf):
+                dist[new] = d + cost
+                (queue.appendleft if cost == 0 else queue.append)((d + cost, new))
+    raise AssertionError("no schedule found")
+
+
+def test_revolve_cost_is_the_least_over_all_schedules_by_exhaustive_search():
+    # independent of the "first split" structure that brute_force_cost and the implementation share
+    for snapshots, longest in ((1, 10), (2, 12), (3, 12), (4, 9)):
+        for steps in range(0, longest + 1):
+            assert revolve_cost(steps, snapshots) == exhaustive_least_advances(steps, snapshots), (steps, snapshots)
+
+
+def test_revolve_cost_for_zero_steps_is_zero_and_for_one_or_more_with_enough_snapshots_l_minus_one():
+    assert all(revolve_cost(0, s) == 0 for s in range(1, 6))  # not l - 1 = -1
+    assert all(revolve_cost(l, s) == l - 1 for l in range(1, 30) for s in range(max(1, l - 1), l + 3))
+
+
+def test_revolve_schedule_with_thousands_of_snapshots_builds_without_recursion():
+    schedule = revolve_schedule(5000, 2000)
+    advances, reversed_steps = simulate(schedule, 5000, 2000)
+    assert advances == revolve_cost(5000, 2000) and reversed_steps == list(range(4999, -1, -1))
+    advances, _ = simulate(revolve_schedule(20000, 3000), 20000, 3000)
+    assert advances == revolve_cost(20000, 3000)
+
+
+def test_checkpoint_scan_with_more_than_a_thousand_snapshots():
+    W1, W2, x0 = weights(2, 2, "cpu", seed=5)
+    step = lambda x: x + 0.01 * torch.tanh(x @ W1.T) @ W2  # noqa: E731
+    mine = torch.autograd.grad(checkpoint_scan(step, x0, 1500, 1200).sum(), (x0, W1))
+    theirs = torch.autograd.grad(plain_loop(step, x0, 1500).sum(), (x0, W1))
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ what the step may and may not do
+
+
+def test_a_parameter_listed_twice_gets_its_gradient_once(device):
+    W1, W2, x0 = weights(3, 4, device, seed=6)
+    step = lambda x: residual_perceptron(x, W1, W2)  # noqa: E731
+    mine = torch.autograd.grad(checkpoint_scan(step, x0, 7, 2, params=[W1, W2, W1]).sum(), (x0, W1, W2))
+    theirs = torch.autograd.grad(plain_loop(step, x0, 7).sum(), (x0, W1, W2))
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("steps, snapshots", [(1, 1), (12, 1), (25, 3), (25, 30)])
+def test_a_dropout_step_draws_the_same_numbers_again_and_gets_the_gradients_of_the_plain_loop(device, steps, snapshots):
+    W1, W2, x0 = weights(6, 8, device, seed=7)
+    drop = torch.nn.Dropout(0.5)
+    step = lambda x: drop(residual_perceptron(x, W1, W2))  # noqa: E731
+    torch.manual_seed(11)
+    stats = {}
+    out = checkpoint_scan(step, x0, steps, snapshots, stats=stats)
+    mine = torch.autograd.grad((out**2).sum(), (x0, W1, W2))
+    after_mine = torch.get_rng_state()
+    torch.manual_seed(11)
+    reference = plain_loop(step, x0, steps)
+    theirs = torch.autograd.grad((reference**2).sum(), (x0, W1, W2))
+    assert stats["rng_saved"]
+    torch.testing.assert_close(out, reference, rtol=1e-14, atol=1e-14)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.equal(after_mine, torch.get_rng_state())  # the backward pass leaves the generator as it found it
+
+
+def test_without_preserve_rng_state_a_dropout_step_is_recomputed_with_other_numbers():
+    W1, W2, x0 = weights(6, 8, "cpu", seed=7)
+    drop = torch.nn.Dropout(0.5)
+    step = lambda x: drop(residual_perceptron(x, W1, W2))  # noqa: E731
+    torch.manual_seed(11)
+    mine = torch.autograd.grad(checkpoint_scan(step, x0, 25, 3, preserve_rng_state=False).sum(), W1)[0]
+    torch.manual_seed(11)
+    theirs = torch.autograd.grad(plain_loop(step, x0, 25).sum(), W1)[0]
+    assert (mine - theirs).abs().max() > 1e-3  # why the default saves the generators' state
+
+
+def test_a_deterministic_step_saves_no_generator_state():
+    W1, W2, x0 = weights(3, 4, "cpu")
+    stats = {}
+    checkpoint_scan(lambda x: residual_perceptron(x, W1, W2), x0, 10, 3, stats=stats).sum().backward()
+    assert not stats["rng_saved"]
+
+
+def test_a_tensor_missing_from_params_is_an_error_not_a_silently_missing_gradient():
+    W1, W2, x0 = weights(3, 4, "cpu")
+    with pytest.raises(ValueError, match=r"not in params \(shapes \(4, 3\)\)"):  # W2, read on the first call
+        checkpoint_scan(lambda x: residual_perceptron(x, W1, W2), x0, 6, 2, params=[W1])
+    with pytest.raises(ValueError, match="params"):  # x0 itself, read by the step (input injection)
+        checkpoint_scan(lambda x: residual_perceptron(x, W1, W2) + x0, x0, 6, 2, params=[W1, W2])
+
+
+def test_a_tensor_read_only_on_later_calls_is_an_error_in_the_backward_pass():
+    gen = torch.Generator().manual_seed(8)
+    Ws = [torch.randn(3, 3, dtype=F64, generator=gen).requires_grad_() for _ in range(4)]
+    x0 = torch.randn(3, dtype=F64, generator=gen)
+    calls = [0]
+
+    def step(x):  # a different matrix on each call: the first call sees Ws[0] only
+        W = Ws[calls[0] % 4]
+        calls[0] += 1
+        return torch.tanh(W @ x)
+
+    with pytest.raises(ValueError, match="not in params"):  # seen on the taped calls, one per step
+        checkpoint_scan(step, x0, 4, 2).sum().backward()
+    assert all(W.grad is None for W in Ws)
+    calls[0] = 0
+    shared = torch.ones((), dtype=F64, requires_grad=True)
+
+    def step_reading_more_later(x):  # the forward pass's calls read only W, the recomputed ones shared too
+        calls[0] += 1
+        return torch.tanh(Ws[0] @ x) * (shared if calls[0] > 4 else 1.0)
+
+    out = checkpoint_scan(step_reading_more_later, x0, 4, 2)
+    with pytest.raises(ValueError, match="not in params"):  # raised in the backward pass, with its type
+        out.sum().backward()
+
+
+def test_double_backward_is_a_clear_error():
+    W1, W2, x0 = weights(3, 4, "cpu")
+    out = checkpoint_scan(lambda x: residual_perceptron(x, W1, W2), x0, 5, 2)
+    with pytest.raises(RuntimeError, match="first-order only"):
+        torch.autograd.grad((out**2).sum(), x0, create_graph=True)
+
+
+def test_an_in_place_step_is_an_error_and_leaves_the_callers_x0_intact():
+    x = torch.ones(3, dtype=F64, requires_grad=True)
+    with pytest.raises(ValueError, match="step modified its input state in place"):
+        checkpoint_scan(lambda v: v.mul_(2), x, 4, 2)
+    assert torch.equal(x.detach(), torch.ones(3, dtype=F64))
+    W = torch.ones(3, dtype=F64, requires_grad=True)
+    y = torch.ones(3, dtype=F64)  # x0 needs no gradient, W does
+    with pytest.raises(ValueError, match="step modified its input state in place"):
+        checkpoint_scan(lambda v: v.add_(W), y, 4, 2)
+    assert torch.equal(y, torch.ones(3, dtype=F64))
+    calls = counted(lambda v: v + W if calls.calls < 3 else v.mul_(2))  # in place on a later call only
+    with pytest.raises(ValueError, match="step modified its input state in place"):
+        checkpoint_scan(calls, y, 6, 2)
+
+
+def test_params_given_as_a_dict_is_a_type_error():
+    W1, W2, x0 = weights(3, 4, "cpu")
+    with pytest.raises(TypeError, match="params must be a sequence"):
+        checkpoint_scan(lambda x: residual_perceptron(x, W1, W2), x0, 5, 2, params={"W1": W1, "W2": W2})
+    with pytest.raises(TypeError, match="preserve_rng_state"):
+        checkpoint_scan(lambda x: residual_perceptron(x, W1, W2), x0, 5, 2, preserve_rng_state=None)

@@ -348,8 +348,10 @@ def test_bad_inputs_are_errors_that_say_what_is_expected():
     for tau in (float("nan"), True, "0.1"):
         with pytest.raises(TypeError, match="tau must be a finite real number"):
             leapfrog(F, G, r0, s0, tau, 3)
-    for steps in (-1, 2.5, True):
-        with pytest.raises(ValueError, match="steps must be a non-negative integer"):
+    with pytest.raises(ValueError, match="steps must be a non-negative integer"):
+        reversible_leapfrog(F, G, r0, s0, 0.1, -1)
+    for steps in (2.5, True, "3"):  # the wrong type: a TypeError, as in ad_lib.checkpointing
+        with pytest.raises(TypeError, match="steps must be a non-negative integer"):
             reversible_leapfrog(F, G, r0, s0, 0.1, steps)
     with pytest.raises(TypeError, match="t0 must be a finite real number"):
         leapfrog(F, G, r0, s0, 0.1, 3, t0=float("inf"))

@@ -7,12 +7,22 @@ Never released: nbgrader releases only what is in source/07_checkpointing/.
 
 Task 1 (back-propagation through time by hand) runs in the notebook's kernel while the probe
 watches torch's gradient engine (reverse and forward mode) and ad_lib's differentiations: a
-gradient that any automatic differentiation computed scores nothing. Its truth is torch.autograd,
-run here. Task 2 (the cost of binomial checkpointing) is plain Python, graded in a Python with
-only the standard library, so that ad_lib.checkpointing.revolve_cost cannot be called under any
-name; its truth is the grader's own dynamic program over the first checkpoint's position. Task 3
-(the leapfrog step and its inverse) is written with torch and graded in a Python without ad_lib
-(no ad_lib.reversible). Task 4 holds the verdicts.
+gradient that any automatic differentiation computed scores nothing. The probe also meters the
+torch operations of `bptt_by_hand` (a TorchDispatchMode, made by `_meter`): a complex tensor (the
+complex step), or more work than WORK_LIMIT = 50 evaluations of the loss (perturbing the inputs one
+at a time: finite differences, forward mode by hand, the complex step in real pairs), scores
+nothing either. The backward recursion does the work of about 4 evaluations, and even explicit
+Jacobians stay under 30 at the grader's sizes (n <= 6, q >= 5), where perturbing the n + 2qn >= 33
+inputs one at a time costs over 100. A route outside torch (numpy, Python's complex numbers) is not
+metered. Its truth is torch.autograd, run here. Task 2 (the cost of binomial checkpointing) is
+plain Python, graded in a Python with only the standard library, so that
+ad_lib.checkpointing.revolve_cost cannot be called under any name; its truth is the grader's own
+dynamic program over the first checkpoint's position; the probe of its edge cases stops a call
+after 2 seconds (without the check, snapshots = 0 loops forever) and says so. Task 3 (the leapfrog
+step and its inverse) is written with torch and graded in a Python without ad_lib (no
+ad_lib.reversible); the inverse is checked on states the student's step never produced (random
+ones, and steps the grader took), so that a record of the step's calls cannot stand in for it.
+Task 4 holds the verdicts.
 """
 
 import functools
@@ -43,19 +53,97 @@ def _tensor(rng, *shape, scale=1.0):
 # Task 1: back-propagation through time for the residual recurrent perceptron, by hand
 # ---------------------------------------------------------------------------------------------
 
-def bptt_probe(x0, W1, W2, y, lam, steps_list):
+def bptt_probe(x0, W1, W2, y, lam, steps_list, work_limit):
     import torch
 
+    meter = _meter()
+
+    def one_loss(x0, W1, W2, y, lam, steps):  # the yardstick: one evaluation of f, as the statement writes it
+        x = x0
+        for _ in range(steps):
+            x = x + W2.T @ torch.tanh(W1 @ x)
+        return 0.5 * float(((x - y) ** 2).sum()) + 0.5 * lam * float((W1**2).sum())
+
     def run():
-        results = []
+        results, work, loss_work = [], 0, 0
         for steps in steps_list:
             args = [t.clone() for t in (x0, W1, W2, y)]
-            out = bptt_by_hand(*args, lam, steps)
+            with meter() as yardstick:
+                one_loss(x0, W1, W2, y, lam, steps)
+            loss_work += yardstick.work
+            # stopped as soon as it computes with complex numbers or has done more work than allowed
+            # (no need to wait for a gradient by perturbations to finish)
+            student = meter(budget=work_limit * max(loss_work, 1) - work)
+            try:
+                with student:
+                    out = bptt_by_hand(*args, lam, steps)
+            finally:
+                work += student.work
+            if student.stopped:
+                return [results, max(work / max(loss_work, 1), work_limit + 1), student.complex]
             unchanged = all(torch.equal(a, b) for a, b in zip(args, (x0, W1, W2, y)))
             results.append([out, unchanged])
-        return results
+        return [results, work / max(loss_work, 1), False]
 
     return watching_autodiff(run)
+
+
+def _meter():
+    """A TorchDispatchMode class whose instances meter the torch operations run under them (sent with
+    task 1's probe): `work` adds up the multiply-adds of each matrix product and the elements each other
+    operation writes (views write none), and `complex` says whether any operation read or wrote a
+    complex tensor. Past its `budget` of work, or at the first complex tensor, it stops the code it
+    meters (every later operation raises) and the `with` block ends with `stopped` set."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    products = {aten.mm.default, aten.mv.default, aten.bmm.default, aten.addmm.default, aten.addmv.default,
+                aten.dot.default, aten.vdot.default, aten.baddbmm.default, aten.addbmm.default}
+
+    def tensors(value):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from tensors(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from tensors(v)
+
+    class OverBudget(Exception):
+        pass
+
+    class Meter(TorchDispatchMode):
+        def __init__(self, budget=float("inf")):
+            super().__init__()
+            self.work, self.complex, self.budget, self.stopped = 0, False, budget, False
+
+        def __exit__(self, kind, value, traceback):
+            super().__exit__(kind, value, traceback)
+            return self.stopped  # the stop is not an error of the student's code: swallowed here
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if self.stopped:  # a student's code that caught the stop cannot go on computing
+                raise OverBudget("stopped by the grader")
+            out = func(*args, **(kwargs or {}))
+            outputs = list(tensors(out))
+            if not self.complex:
+                self.complex = any(t.is_complex() for t in [*outputs, *tensors([args, kwargs])])
+            if func in products:
+                a, b = list(tensors(args))[-2:]
+                self.work += a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
+            elif not getattr(func, "is_view", False):
+                self.work += sum(t.numel() for t in outputs)
+            if self.complex or self.work > self.budget:
+                self.stopped = True
+                raise OverBudget("stopped by the grader")
+            return out
+
+    return Meter
+
+
+WORK_LIMIT = 50  # evaluations of the loss: the backward recursion does about 4 (explicit Jacobians: under 30)
 
 
 def _truth(x0, W1, W2, y, lam, steps):
@@ -70,12 +158,23 @@ def _truth(x0, W1, W2, y, lam, steps):
 
 
 def _bptt_check(key, words):
-    def check(result, x0, W1, W2, y, lam, steps_list):
-        runs, torch_ran, ad_lib_ran = result
+    def check(result, x0, W1, W2, y, lam, steps_list, work_limit):
+        (runs, work, complex_seen), torch_ran, ad_lib_ran = result
         if torch_ran:
             raise Wrong("bptt_by_hand ran torch's automatic differentiation: write the backward recursion yourself")
         if ad_lib_ran:
             raise Wrong("bptt_by_hand ran ad_lib's automatic differentiation: write the backward recursion yourself")
+        if type(work) not in (int, float) or type(complex_seen) is not bool:
+            raise Wrong("the probe's result has the wrong form")
+        if complex_seen:
+            raise Wrong("bptt_by_hand computed with complex numbers (the complex step differentiates one input at "
+                        "a time): write the backward recursion yourself")
+        if not work <= work_limit:
+            raise Wrong(f"bptt_by_hand did the work of about {work:.0f} evaluations of the loss; the backward "
+                        "recursion needs a few (reverse mode's cheap gradient), and the grader allows "
+                        f"{WORK_LIMIT}, whereas perturbing the inputs one at a time (finite differences, forward "
+                        "mode, the complex step) needs at least one for each of the n + 2qn inputs: write the "
+                        "backward recursion yourself")
         if not isinstance(runs, list) or len(runs) != len(steps_list):
             raise Wrong("the probe's result has the wrong form")
         for (out, unchanged), steps in zip(runs, steps_list):
@@ -94,10 +193,11 @@ def _bptt_check(key, words):
 
 
 def _bptt_inputs(rng):
-    n, q = rng.randint(3, 6), rng.randint(2, 7)
+    # q >= 5: n + 2qn >= 33 inputs, so that perturbing them one at a time costs far more than WORK_LIMIT
+    n, q = rng.randint(3, 6), rng.randint(5, 8)
     return {"x0": _tensor(rng, n), "W1": _tensor(rng, q, n, scale=0.6), "W2": _tensor(rng, q, n, scale=0.6),
             "y": _tensor(rng, n), "lam": _number(rng, 0.05, 0.5),
-            "steps_list": [0, 1, rng.randint(3, 9), rng.randint(10, 20)]}
+            "steps_list": [0, 1, rng.randint(3, 9), rng.randint(10, 20)], "work_limit": WORK_LIMIT}
 
 
 TASK1 = Task(parts=[
@@ -111,7 +211,7 @@ TASK1 = Task(parts=[
          bptt_probe, _bptt_check("grad_W1", "the gradient in W1"), _bptt_inputs),
 ])
 for _part in TASK1.parts:
-    _part.helpers = (watching_autodiff,)
+    _part.helpers = (watching_autodiff, _meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,25 +269,49 @@ def _large_pairs(rng):
 
 
 def edges_probe(snapshots):
-    out = [revolve_cost(0, snapshots), revolve_cost(1, snapshots)]
-    for bad in (0, -1):
+    import signal
+
+    class Hangs(Exception):
+        pass
+
+    def alarm(signum, frame):
+        raise Hangs()
+
+    def call(steps, snapshots):
+        """["returned", value], ["raised", the error's name] or ["hangs", None] (running past 2 seconds:
+        without the check, snapshots = 0 loops forever, since C(0 + r, 0) = 1 < steps for every r)."""
+        timer = hasattr(signal, "setitimer")
+        if timer:
+            previous = signal.signal(signal.SIGALRM, alarm)
+            signal.setitimer(signal.ITIMER_REAL, 2.0)
         try:
-            revolve_cost(5, bad)
-            out.append("no error")
-        except ValueError:
-            out.append("ValueError")
-        except Exception as error:  # noqa: BLE001 (the name of any other error is the answer)
-            out.append(type(error).__name__)
-    return out
+            return ["returned", revolve_cost(steps, snapshots)]
+        except Hangs:
+            return ["hangs", None]
+        except Exception as error:  # noqa: BLE001 (the name of any error is the answer)
+            return ["raised", "ValueError" if isinstance(error, ValueError) else type(error).__name__]
+        finally:
+            if timer:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+
+    return [call(0, snapshots), call(1, snapshots), call(5, 0), call(5, -1)]
 
 
 def check_edges(result, snapshots):
-    if not isinstance(result, list) or len(result) != 4:
+    if not isinstance(result, list) or len(result) != 4 or any(not isinstance(r, list) or len(r) != 2 for r in result):
         raise Wrong("the probe's result has the wrong form")
-    if result[:2] != [0, 0] or any(type(v) is not int for v in result[:2]):
-        raise Wrong("reversing 0 steps or 1 step costs 0 advances (a Python int)")
-    if result[2:] != ["ValueError", "ValueError"]:
-        raise Wrong("fewer than one snapshot should raise a ValueError")
+    for (kind, value), steps in zip(result[:2], (0, 1)):
+        if kind == "hangs":
+            raise Wrong(f"revolve_cost({steps}, {snapshots}) did not return within 2 seconds")
+        if kind != "returned" or type(value) is not int or value != 0:
+            raise Wrong("reversing 0 steps or 1 step costs 0 advances (a Python int)")
+    for (kind, value), bad in zip(result[2:], (0, -1)):
+        if kind == "hangs":
+            raise Wrong(f"revolve_cost(5, {bad}) did not return within 2 seconds (with no snapshot, no r satisfies "
+                        "5 <= C(s + r, s)): fewer than one snapshot should raise a ValueError, checked first")
+        if [kind, value] != ["raised", "ValueError"]:
+            raise Wrong("fewer than one snapshot should raise a ValueError")
 
 
 TASK2 = Task(
@@ -235,14 +359,11 @@ def inverse_probe(A, B, c, states):
     return [list(leapfrog_inverse(F, G, r.clone(), s.clone(), tau)) for r, s, tau in states]
 
 
-def round_trip_probe(A, B, c, states):
+def round_trip_probe(A, B, c, stepped):
+    # (r1, s1) is a leapfrog step of (r, s) that the grader computed: the student's step never saw it, so
+    # the inverse cannot give back (r, s) from a record of what the step was called with
     F, G, _ = _fields(A, B, c)
-    out = []
-    for r, s, tau in states:
-        r1, s1 = leapfrog_step(F, G, r.clone(), s.clone(), tau)
-        back = leapfrog_inverse(F, G, r1, s1, tau)
-        out.append([back[0] - r, back[1] - s])
-    return out
+    return [list(leapfrog_inverse(F, G, r1.clone(), s1.clone(), tau)) for r1, s1, tau in stepped]
 
 
 def calls_probe(A, B, c, states):
@@ -280,15 +401,27 @@ def _pairs_check(expected, words):
     return check
 
 
-def check_round_trip(result, A, B, c, states):
-    if not isinstance(result, list) or len(result) != len(states):
+def check_round_trip(result, A, B, c, stepped):
+    if not isinstance(result, list) or len(result) != len(stepped):
         raise Wrong("the probe's result has the wrong form")
-    for difference in result:
-        for d, half in zip(difference, ("r", "s")):
-            if type(d) is not torch.Tensor or d.dtype != F64:
+    for back, (r1, s1, tau) in zip(result, stepped):
+        if len(back) != 2:
+            raise Wrong("leapfrog_inverse should return a pair (r, s)")
+        # the state the step came from (the grader's inverse gives it back to a rounding or two)
+        for got, want, half in zip(back, _expected_inverse(A, B, c, r1, s1, tau), ("r", "s")):
+            if type(got) is not torch.Tensor or got.dtype != F64:
                 raise Wrong("the inverse should return float64 tensors for float64 inputs")
-            if not bool(d.abs().max() <= 1e-12):
-                raise Wrong(f"leapfrog_inverse(leapfrog_step(r, s)) does not give back {half} to 1e-12 in float64")
+            if tuple(got.shape) != tuple(want.shape) or not bool((got - want).abs().max() <= 1e-12):
+                raise Wrong(f"leapfrog_inverse does not undo a leapfrog step: it does not give back {half} "
+                            "to 1e-12 in float64")
+
+
+def _round_trip_inputs(rng):
+    """Three leapfrog steps (r1, s1, tau) of random states (r, s), taken here, in the grader; (r, s) stays here."""
+    inputs = _leapfrog_inputs(rng)
+    A, B, c = inputs["A"], inputs["B"], inputs["c"]
+    stepped = [(*_expected_step(A, B, c, r, s, tau), tau) for r, s, tau in inputs.pop("states")]
+    return {**inputs, "stepped": stepped}
 
 
 def check_calls(result, **_):
@@ -314,8 +447,8 @@ TASK3 = Task(
              _pairs_check(_expected_step, "leapfrog_step"), _leapfrog_inputs),
         Part(0.5, "leapfrog_inverse at any state: s back with G at the given r, then r back with F at the recovered s",
              inverse_probe, _pairs_check(_expected_inverse, "leapfrog_inverse"), _leapfrog_inputs),
-        Part(1, "leapfrog_inverse undoes leapfrog_step to 1e-12 in float64, for steps up to 1.5",
-             round_trip_probe, check_round_trip, _leapfrog_inputs),
+        Part(1, "leapfrog_inverse undoes a leapfrog step (one the grader took) to 1e-12 in float64, steps up to 1.5",
+             round_trip_probe, check_round_trip, _round_trip_inputs),
         Part(0.5, "each function evaluates F once and G once, and leaves r and s unchanged", calls_probe, check_calls,
              _leapfrog_inputs),
     ])
