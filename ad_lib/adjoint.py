@@ -127,6 +127,15 @@ def _check_tolerances(rtol, atol) -> None:
                             f"methods), got {type(tol).__name__}")
 
 
+def _check_call(func, y0, method, rtol, atol):
+    """The checks odeint and odeint_adjoint share: (the method's tableau, y0 checked)."""
+    if not callable(func):
+        raise TypeError(f"func must be a callable func(t, y), usually an nn.Module, got {type(func).__name__}")
+    tableau = _check_method(method)
+    _check_tolerances(rtol, atol)
+    return tableau, _check_y0(y0)
+
+
 # at most this many steps in all: beyond, a step size is a mistake (10^8 steps of a 3-vector take minutes)
 _MAX_STEPS = 10**8
 
@@ -262,11 +271,7 @@ def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, method: str = "rk4
     ``FloatingPointError``. Chapter 6, section "Neural ODEs: odeint and
     odeint_adjoint".
     """
-    if not callable(func):
-        raise TypeError(f"func must be a callable func(t, y), got {type(func).__name__}")
-    tableau = _check_method(method)
-    _check_tolerances(rtol, atol)
-    y0 = _check_y0(y0)
+    tableau, y0 = _check_call(func, y0, method, rtol, atol)
     steps = steps_per_interval(t, options)  # from the user's t, in its own dtype
     return _solve(func, tableau, steps, y0, _check_t(t, y0))
 
@@ -355,11 +360,7 @@ def odeint_adjoint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, method: s
     the ignored ``rtol`` and ``atol``, and errors as in :func:`odeint`. Chapter 6, section "The augmented adjoint
     system".
     """
-    if not callable(func):
-        raise TypeError(f"func must be a callable func(t, y), usually an nn.Module, got {type(func).__name__}")
-    tableau = _check_method(method)
-    _check_tolerances(rtol, atol)
-    y0 = _check_y0(y0)
+    tableau, y0 = _check_call(func, y0, method, rtol, atol)
     if isinstance(t, torch.Tensor) and t.requires_grad:
         raise ValueError(
             "t requires grad, but odeint_adjoint computes no gradient with respect to the times; pass t.detach() "

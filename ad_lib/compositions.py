@@ -31,14 +31,14 @@ Bracketing = Union[int, tuple]
 def check_widths(widths) -> list:
     """``widths`` as a list of Python ints, or a ``ValueError``/``TypeError`` that says what is wrong.
 
-    The widths ``[n_0, ..., n_t]`` of a chain of ``t >= 1`` Jacobians are positive integers
-    (chapter 5, section "The Jacobian of a composition").
+    The widths ``[n_0, ..., n_t]`` of a chain of ``t >= 1`` Jacobians (or layers) are positive
+    integers (chapter 5, section "The Jacobian of a composition"); chapter 6's perceptron takes them too.
     """
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise TypeError(f"widths must be a list of positive integers [n_0, ..., n_t], got {type(widths).__name__}")
     widths = list(widths)
     if len(widths) < 2:
-        raise ValueError(f"widths must hold at least two widths [n_0, n_1] (one Jacobian), got {widths}")
+        raise ValueError(f"widths must hold at least two widths [n_0, n_1] (one link of the chain), got {widths}")
     for k, n in enumerate(widths):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"widths[{k}] must be a positive integer, got {n!r}")

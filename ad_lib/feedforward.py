@@ -40,6 +40,8 @@ from typing import Callable, NamedTuple, Sequence, Union
 import torch
 from torch import nn
 
+from ad_lib.compositions import check_widths
+
 __all__ = [
     "Activation", "TANH", "RELU", "SIGMOID", "SOFTPLUS", "IDENTITY", "activation",
     "MLPCache", "mlp_forward", "mlp_backward", "MLPFunction", "mlp", "MLP",
@@ -184,6 +186,18 @@ def _outer_summed(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, s.shape[-1]).mT @ x.reshape(-1, x.shape[-1])
 
 
+def _check_grad_output(grad_output, output: torch.Tensor, name: str) -> None:
+    """grad_output must be shaped like the network's output, with its dtype and device."""
+    if not isinstance(grad_output, torch.Tensor) or grad_output.shape != output.shape:
+        got = tuple(grad_output.shape) if isinstance(grad_output, torch.Tensor) else type(grad_output).__name__
+        raise ValueError(f"grad_output must be shaped like {name}, {tuple(output.shape)}, got {got}")
+    if grad_output.dtype != output.dtype or grad_output.device != output.device:
+        raise ValueError(
+            f"grad_output is {grad_output.dtype} on {grad_output.device} but {name} is {output.dtype} on "
+            f"{output.device}; grad_output must have its dtype and device"
+        )
+
+
 def mlp_backward(cache: MLPCache, thetas: Sequence[torch.Tensor], grad_output: torch.Tensor):
     """Back-propagation through the perceptron by hand: eqs. (5)-(6) of the notes.
 
@@ -204,14 +218,7 @@ def mlp_backward(cache: MLPCache, thetas: Sequence[torch.Tensor], grad_output: t
     if len(thetas) != len(cache.inputs):
         raise ValueError(f"thetas has {len(thetas)} layer(s) but the cache was recorded for {len(cache.inputs)} layers")
     last = cache.slopes[-1]
-    if not isinstance(grad_output, torch.Tensor) or grad_output.shape != last.shape:
-        got = tuple(grad_output.shape) if isinstance(grad_output, torch.Tensor) else type(grad_output).__name__
-        raise ValueError(f"grad_output must be shaped like the output x_t, {tuple(last.shape)}, got {got}")
-    if grad_output.dtype != last.dtype or grad_output.device != last.device:
-        raise ValueError(
-            f"grad_output is {grad_output.dtype} on {grad_output.device} but the output x_t is {last.dtype} on "
-            f"{last.device}; grad_output must have the output's dtype and device"
-        )
+    _check_grad_output(grad_output, last, "the output x_t")
     z = grad_output
     grads = [None] * len(thetas)
     for k in range(len(thetas), 0, -1):
@@ -258,18 +265,6 @@ def mlp(x0: torch.Tensor, thetas: Sequence[torch.Tensor], rho: Union[str, Activa
     return MLPFunction.apply(x0, activation(rho), *_check_weights(x0, thetas))
 
 
-def _check_widths(widths) -> list:
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
-        raise TypeError(f"widths must be a list of positive integers [n_0, ..., n_t], got {type(widths).__name__}")
-    widths = list(widths)
-    if len(widths) < 2:
-        raise ValueError(f"widths must hold at least two widths [n_0, n_1] (one layer), got {widths}")
-    for k, n in enumerate(widths):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"widths[{k}] must be a positive integer, got {n!r}")
-    return [int(n) for n in widths]
-
-
 class MLP(nn.Module):
     """The perceptron ``x_k = rho(theta_{k-1} x_{k-1})`` as an ``nn.Module``, with the hand-written backward.
 
@@ -284,7 +279,7 @@ class MLP(nn.Module):
     def __init__(self, widths: Sequence[int], rho: Union[str, Activation] = "tanh", generator=None, dtype=None,
                  device=None):
         super().__init__()
-        widths = _check_widths(widths)
+        widths = check_widths(widths)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.widths = widths
@@ -312,12 +307,16 @@ class MLP(nn.Module):
 # ---------------------------------------------------------------------------
 
 
+def _check_tau(tau) -> None:
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"tau must be a positive real number (the step), got {tau!r}")
+
+
 def _check_residual(u, x0, thetas, tau):
     if not callable(u):
         raise TypeError(f"u must be a callable u(x, theta, t), got {type(u).__name__}")
     x0 = _check_state(x0, "x0")
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(tau) or tau <= 0:
-        raise ValueError(f"tau must be a positive real number (the step), got {tau!r}")
+    _check_tau(tau)
     if isinstance(thetas, torch.Tensor):
         if thetas.dim() < 1:
             raise ValueError("thetas as a tensor must have a leading dimension K (one theta per layer), got a 0-d tensor")
@@ -386,14 +385,7 @@ def resnet_backward(u: Callable, xs: Sequence[torch.Tensor], thetas, tau: float,
     xs = list(xs)
     if len(xs) != len(thetas) + 1:
         raise ValueError(f"xs must hold K + 1 = {len(thetas) + 1} states (x_0, ..., x_K), got {len(xs)}")
-    if not isinstance(grad_output, torch.Tensor) or grad_output.shape != xs[-1].shape:
-        got = tuple(grad_output.shape) if isinstance(grad_output, torch.Tensor) else type(grad_output).__name__
-        raise ValueError(f"grad_output must be shaped like x_K, {tuple(xs[-1].shape)}, got {got}")
-    if grad_output.dtype != xs[-1].dtype or grad_output.device != xs[-1].device:
-        raise ValueError(
-            f"grad_output is {grad_output.dtype} on {grad_output.device} but x_K is {xs[-1].dtype} on "
-            f"{xs[-1].device}; grad_output must have x_K's dtype and device"
-        )
+    _check_grad_output(grad_output, xs[-1], "x_K")
     z = grad_output
     grads = [None] * len(thetas)
     for k in range(len(thetas), 0, -1):
@@ -466,8 +458,7 @@ def parameter_gradient_density(grads, tau: float) -> torch.Tensor:
     the gradient of the continuous problem, at order 1 in ``tau`` (chapter 6,
     section "The normalization of the parameter gradient", :eq:`eq-normalization`).
     """
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(tau) or tau <= 0:
-        raise ValueError(f"tau must be a positive real number (the step), got {tau!r}")
+    _check_tau(tau)
     if isinstance(grads, torch.Tensor):
         return grads / tau
     if not isinstance(grads, Sequence) or not grads or not all(isinstance(g, torch.Tensor) for g in grads):
