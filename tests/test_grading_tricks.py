@@ -18,6 +18,8 @@ Runs only where the sandbox can be made (bubblewrap); CI installs it (AD_REQUIRE
 import hashlib
 import html
 import re
+import shutil
+import sqlite3
 import time
 
 import nbformat
@@ -36,6 +38,26 @@ def _find(*names):
         for name in names:
             found += glob.glob("/" + "*/" * depth + name) + glob.glob(os.path.join(os.getcwd(), "../" * depth, name))
     return sorted(set(found))
+'''
+
+# Full marks for oneself, zero for a classmate, and every stored test replaced by `pass` with its
+# checksum recomputed, so that nbgrader would restore the blanked tests into later submissions
+TAMPER_GRADEBOOK = '''
+import sqlite3
+def tamper_with(path):
+    from nbformat.v4 import new_code_cell
+    from nbgrader.utils import compute_checksum
+    db = sqlite3.connect(path)
+    db.execute("update grade set manual_score = (select max_score from grade_cells where grade_cells.id = grade.cell_id)")
+    db.execute("update grade set manual_score = 0 where notebook_id in (select notebook.id from "
+               "submitted_notebook as notebook join submitted_assignment as handed on "
+               "notebook.assignment_id = handed.id where handed.student_id = 'honest')")
+    for name, points in db.execute("select base_cell.name, grade_cells.max_score from grade_cells "
+                                   "join base_cell on grade_cells.id = base_cell.id").fetchall():
+        blank = new_code_cell("pass", metadata={"nbgrader": {"grade": True, "grade_id": name, "locked": True,
+                                                             "points": points, "solution": False}})
+        db.execute("update source_cell set source = 'pass', checksum = ? where name = ?", (compute_checksum(blank), name))
+    db.commit()
 '''
 
 TRICKS = {
@@ -63,14 +85,11 @@ def perturbation_confusion():
 '''},
     # gives itself marks in the gradebook, rewrites the stored tests, zeroes a classmate, and
     # leaves a detached process to do it again after grading; copies the release over a classmate
-    "gradebook": {"task3_gradient": FIND + '''
-import shutil, sqlite3, subprocess, sys
+    "gradebook": {"task3_gradient": FIND + TAMPER_GRADEBOOK + '''
+import shutil, subprocess, sys
 for path in _find("gradebook.db"):
     try:
-        db = sqlite3.connect(path)
-        db.execute("update grade set manual_score = 100")
-        db.execute("update source_cell set source = 'pass'")
-        db.commit()
+        tamper_with(path)
     except Exception:
         pass
 for path in _find("submitted/honest/*/*.ipynb"):
@@ -276,7 +295,7 @@ def scores(graded, student):
     return {g: grade["score"] for g, grade in graded["cells"][student].items() if g.endswith("_tests")}
 
 
-def test_every_trick_scores_what_the_untouched_release_scores(graded):
+def test_every_trick_scores_what_the_untouched_release_scores(graded, record_property):
     # the broken submission is named, the others graded, and autograde's exit status says that one failed
     log = graded["grading"].stdout + graded["grading"].stderr
     assert graded["grading"].returncode == 1, log[-3000:]
@@ -286,6 +305,12 @@ def test_every_trick_scores_what_the_untouched_release_scores(graded):
     assert set(blank.values()) == {0}
     tricks = list(TRICKS) + list(TAMPER) + ["markers"]
     got = {trick: scores(graded, trick) for trick in tricks}
+    maxima = {g: grade["max_score"] for g, grade in graded["cells"]["honest"].items() if g.endswith("_tests")}
+    for student in ["untouched"] + tricks + [s for s in HONEST if s != "untouched"]:
+        cells = scores(graded, student)
+        record_property("grading tricks", f"{student:>16}: " + "  ".join(
+            f"{g.removesuffix('_tests')} {cells[g]:g}/{maxima[g]:g}" for g in sorted(maxima))
+            + f"  | total {sum(cells.values()):g}/{sum(maxima.values()):g}")
     assert got == {trick: blank for trick in tricks}
 
 
@@ -328,6 +353,24 @@ def test_nothing_outside_the_sandbox_changed(graded):
     for name in ("pwned", "pwned-now"):
         assert not list(course.parent.rglob(name)), name
     assert not (ROOT / "pwned").exists()
+
+
+def test_the_gradebook_trick_works_where_it_can_reach_the_gradebook(graded, tmp_path):
+    """A control: run outside the sandbox on a copy of the gradebook, the trick does what it meant to."""
+    copy = tmp_path / "gradebook.db"
+    shutil.copy(graded["course"] / "gradebook.db", copy)
+    namespace = {}
+    exec(TAMPER_GRADEBOOK, namespace)
+    namespace["tamper_with"](str(copy))
+    with sqlite3.connect(copy) as db:
+        manual = dict(db.execute("select submitted_assignment.student_id, sum(grade.manual_score) from grade "
+                                 "join submitted_notebook on grade.notebook_id = submitted_notebook.id "
+                                 "join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id "
+                                 "group by submitted_assignment.student_id").fetchall())
+        stored = {source for source, in db.execute("select source from source_cell where name like '%_tests'")}
+    total = sum(scores(graded, "honest").values())
+    assert manual["gradebook"] >= total > 0 and manual["honest"] == 0
+    assert stored == {"pass"}
 
 
 def test_no_feedback_shows_the_grader_or_the_solutions(graded):
