@@ -21,16 +21,23 @@ One module per idea, in the order of the book:
   ``checkpoint_scan``).
 - :mod:`ad_lib.reversible` (chapter 7): the leapfrog step and its exact inverse, and back-propagation
   that rebuilds the states backward instead of storing them (``reversible_leapfrog``).
+- :mod:`ad_lib.implicit` (chapter 8): fixed points, argmin layers and minimum values differentiated by
+  the implicit function theorem and the envelope theorem (``fixed_point``, ``argmin``, ``minimum``,
+  ``conjugate_gradient``), ridge regression in closed form, and Sinkhorn's iteration as a fixed point.
+- :mod:`ad_lib.declarative` (chapter 9): deep declarative nodes: the Jacobian of a constrained argmin
+  (``ddn_jacobian``), robust vector pooling (``robust_pool``, ``RobustPool``) and the entropic
+  optimal-transport node (``optimal_transport``, ``OptimalTransport``) with structured backward passes.
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
 the first primitive that computes a NaN or an infinity.
 """
 
-from ad_lib import adjoint, checkpointing, compositions, feedforward, finite_diff, forward, graph, ops, reverse, reversible
+from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, graph, implicit, ops,
+                    reverse, reversible)
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "ops", "reverse", "reversible", "seed_everything", "time_call"]
+__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "implicit", "ops", "reverse", "reversible", "seed_everything", "time_call"]
