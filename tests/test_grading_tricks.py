@@ -262,6 +262,12 @@ def digest(course):
     return files
 
 
+def stored_cells(course):
+    """The gradebook's copy of the release's cells (nbgrader restores locked cells and tests from it)."""
+    with sqlite3.connect(course / "gradebook.db") as db:
+        return sorted(db.execute("select name, source, checksum from source_cell").fetchall())
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     if not sandboxed():
@@ -283,11 +289,12 @@ def graded(tmp_path_factory):
     broken = course / "submitted" / "broken" / A  # a file that is not a notebook: it alone is not graded
     broken.mkdir(parents=True)
     (broken / f"{A}.ipynb").write_text('{"cells": [')
-    before = digest(course)
+    before, stored_before = digest(course), stored_cells(course)
     grading = instructor(course, "autograde", A, check=False)
     time.sleep(5)  # what a detached process would do after grading, it would have done by now
     instructor(course, "feedback", A)
     return {"course": course, "students": students, "before": before, "after": digest(course), "grading": grading,
+            "stored": (stored_before, stored_cells(course)),
             "cells": gradebook_cells(course, A, students), "source": source, "case": case}
 
 
@@ -350,6 +357,8 @@ def test_no_honest_score_changes(graded):
 def test_nothing_outside_the_sandbox_changed(graded):
     course = graded["course"]
     assert graded["before"] == graded["after"]
+    before, after = graded["stored"]
+    assert before == after and any(name.endswith("_tests") for name, _, _ in before)
     for name in ("pwned", "pwned-now"):
         assert not list(course.parent.rglob(name)), name
     assert not (ROOT / "pwned").exists()
