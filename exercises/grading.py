@@ -42,6 +42,13 @@ feedback); ``nbgrader_config.py`` puts it in place.
    behaviour the forbidden route cannot have (an instrumented ``jvp`` whose
    results only the student's own assembly can return; see the graders).
 
+4. **Instruments out of reach.** The probes' meters (torch's engine watched,
+   the tensors' sizes recorded, the applications of a map counted) run in
+   the student's kernel, where code could switch them off. An answer cell
+   that writes a name that reaches them (``TAMPERING``: ``torch._C``, the
+   dispatch-mode stacks, ``__closure__``, frames, ``gc``, ``ctypes``) is not
+   graded: its task scores nothing (see ``tampering``).
+
 ``ResilientExecute`` (a cell that kills or hangs its kernel fails alone; the
 kernel is restarted and the cells before it replayed) is the base of
 ``GradedExecute``. Where the sandbox cannot be made (not Linux, no
@@ -53,6 +60,7 @@ import builtins
 import copy
 import dataclasses
 import importlib.util
+import io
 import json
 import math
 import os
@@ -65,6 +73,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import tokenize
 import typing as t
 import zlib
 
@@ -433,10 +442,15 @@ def watching_autodiff(run):
         return enter()
 
     before = levels()
-    Variable._execution_engine, forward_ad.enter_dual_level = Watched(), enter_dual_level
+    watched = Watched()
+    Variable._execution_engine, forward_ad.enter_dual_level = watched, enter_dual_level
     try:
         result = run()
     finally:
+        # an answer that put an engine of its own in the watcher's place, or took the watcher away, ran
+        # torch's automatic differentiation unseen: it counts as having run it
+        if Variable._execution_engine is not watched or forward_ad.enter_dual_level is not enter_dual_level:
+            seen["torch"] += 1
         Variable._execution_engine, forward_ad.enter_dual_level = engine, enter
     return [result, seen["torch"] > 0, levels() != before]
 
@@ -657,6 +671,51 @@ def judge(part: Part, outcome: dict, inputs: dict, log=None) -> Verdict:
     return Verdict(part, True)
 
 
+# Names that an answer has no reason to write, through which code in the kernel can reach the grader's
+# instruments: torch's engine and dispatch modes that the probes watch (torch._C, the mode stacks), a
+# counter kept in a probe's closure, the probe's frame and objects (frames, gc, ctypes, sys.modules), and
+# tracing hooks. An answer cell that writes one of them (outside a comment) scores nothing on its task;
+# a cell the student added, which belongs to no task, on every task. The probes also check what they can
+# while they run (watching_autodiff notices an engine put in its place), but code in the same process can
+# always undo a check it can reach: this scan makes reaching it cost the marks.
+TAMPERING = re.compile(
+    r"\b(_C|_execution_engine|_ImperativeEngine|_python_dispatch|_disable_current_modes|_pop_mode|_push_mode"
+    r"|_pop_torch_dispatch_mode|_push_on_torch_dispatch_stack|_len_torch_dispatch_stack|TorchDispatchMode"
+    r"|TorchFunctionMode|__closure__|cell_contents|__code__|__globals__|__builtins__|_getframe|f_back|f_locals"
+    r"|f_globals|currentframe|get_referrers|get_referents|get_objects|ctypes|setprofile|settrace)\b"
+    r"|\bsys\s*\.\s*modules\b")
+
+
+def _without_comments(source: str) -> str:
+    """The code of a cell with its comments removed (the source itself when it does not tokenize)."""
+    try:
+        tokens = [tok for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type != tokenize.COMMENT]
+        return tokenize.untokenize(tokens)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return source
+
+
+def tampering(nb, test_ids) -> dict:
+    """{test cell grade_id: the name it was tampered with} for the tasks whose answers reach for the instruments.
+
+    A cell belongs to the task whose test cells share its grade_id's prefix (``task3_ridge`` and
+    ``task3_tests``); the locked cells are the instructor's (nbgrader restores them) and are not read.
+    """
+    found = {}
+    for cell in nb.cells:
+        info = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or info.get("locked"):
+            continue
+        match = TAMPERING.search(_without_comments(cell.source))
+        if match is None:
+            continue
+        prefix = str(info.get("grade_id", "")).split("_")[0] + "_"
+        mine = [t for t in test_ids if t.startswith(prefix)] if info.get("grade_id") else []
+        for test_id in mine or test_ids:
+            found.setdefault(test_id, match.group(0))
+    return found
+
+
 def seed_for(student: str, assignment: str, grade_id: str, index: int) -> int:
     return zlib.crc32(f"{assignment}/{student}/{grade_id}/{index}".encode())
 
@@ -803,6 +862,7 @@ class GradedExecute(ResilientExecute):
                 if abs(self._tasks[grade_id].points - points) > 1e-9:
                     raise ValueError(f"the parts of {grade_id} in graders/{self._assignment}.py add up to "
                                      f"{self._tasks[grade_id].points:g} points, the cell has {points:g}")
+        self._tampered = tampering(nb, [c.metadata.nbgrader["grade_id"] for c in nb.cells if _is_autograded_test(c)])
         path = (resources or {}).get("metadata", {}).get("path") or "."
         self._path = path
         self._box = self._new_sandbox(path)
@@ -883,6 +943,11 @@ class GradedExecute(ResilientExecute):
             grade_id = cell.metadata.nbgrader["grade_id"]
             task = self._tasks[grade_id]
             verdicts, fatal = [], None
+            if grade_id in self._tampered:
+                reason = (f"not graded: your code writes `{self._tampered[grade_id]}`, which reaches into torch's "
+                          "internals or the grader's instruments")
+                self._write_verdicts(cell, task, [Verdict(part, False, reason) for part in task.parts])
+                continue
             for number, part in enumerate(task.parts):
                 inputs = self._inputs(grade_id, number, part)
                 if task.restricted is not None:
@@ -934,7 +999,7 @@ class GradedExecute(ResilientExecute):
         present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
         groups = {}
         for grade_id, task in (self._tasks or {}).items():
-            if task.restricted is not None and grade_id in present:
+            if task.restricted is not None and grade_id in present and grade_id not in self._tampered:
                 rule = task.restricted
                 groups.setdefault((rule.setup, tuple(rule.without), rule.why), []).append(grade_id)
         outcomes = {}
