@@ -402,3 +402,30 @@ def test_no_feedback_shows_the_grader_or_the_solutions(graded):
         leaked = (grader_lines if student.startswith("honest") else secret) & {line.strip() for line in text.splitlines()}
         assert not leaked, (student, sorted(leaked)[:3])
         assert str(ROOT) not in text and str(course) not in text, student
+
+
+def test_an_answer_that_reaches_for_the_instruments_loses_its_own_task():
+    """The scan of grading.tampering: a name through which code can blind the grader's instruments costs
+    the task of the cell that writes it (every task, for a cell added outside any task); comments and
+    honest code (torch.stack, nn.Module.modules) cost nothing."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "exercises"))
+    import grading
+
+    def cell(source, grade_id=None, locked=False):
+        made = nbformat.v4.new_code_cell(source)
+        if grade_id:
+            made.metadata["nbgrader"] = {"grade_id": grade_id, "solution": not locked, "locked": locked}
+        return made
+
+    tests = ["task1_tests", "task2_tests"]
+    honest = [cell("# torch._C would blind the grader: not used\ny = torch.stack([x, x]).sum()", "task1_a"),
+              cell("layers = list(model.modules())", "task2_b"),
+              cell("engine = Variable._execution_engine", "task2_tests", locked=True)]  # the instructor's
+    assert grading.tampering(nbformat.v4.new_notebook(cells=honest), tests) == {}
+    swap = cell("own = torch._C._ImperativeEngine()", "task2_b")
+    assert grading.tampering(nbformat.v4.new_notebook(cells=honest + [swap]), tests) == {"task2_tests": "_C"}
+    added = cell("for box in h.__closure__: box.cell_contents[0] = 1")
+    assert grading.tampering(nbformat.v4.new_notebook(cells=honest + [added]), tests) == {
+        "task1_tests": "__closure__", "task2_tests": "__closure__"}
