@@ -4,22 +4,7 @@ Used by tests/test_assignments.py: WRONG = {solution grade_id: (test grade_id, p
 where score is what the wrong answer still earns: the points of the parts of its task
 (exercises/graders/08_implicit.py) that it gets right. DELEGATING = {solution grade_id: code}:
 right answers that use what their task forbids (ad_lib.implicit), handed in together; each scores 0
-on its task. GAMING = {
-    # unrolls from x*, then finds the grader's count of h's applications in h's closure and sets it back
-    "counter reset": ("task2_implicit_gradient", "task2_tests", '''
-def implicit_gradient(h, x_star, theta, g):
-    count = None
-    for box in h.__closure__ or ():
-        if isinstance(box.cell_contents, list) and box.cell_contents and isinstance(box.cell_contents[0], int):
-            count = box.cell_contents
-    leaf = theta.detach().clone().requires_grad_(True)
-    state = x_star.detach()
-    for _ in range(300):
-        state = h(state, leaf)
-    if count is not None:
-        count[0] = 1
-    return torch.autograd.grad(state, leaf, grad_outputs=g)[0].detach()
-''', 0),name: (solution grade_id, test grade_id, code, score)}: answers that try to
+on its task. GAMING = {name: (solution grade_id, test grade_id, code, score)}: answers that try to
 score without the work the task asks for, with what they earn.
 """
 
@@ -79,6 +64,21 @@ def implicit_gradient(h, x_star, theta, g):
 }
 
 GAMING = {
+    # unrolls from x*, then finds the grader's count of h's applications in h's closure and sets it back
+    "counter reset": ("task2_implicit_gradient", "task2_tests", '''
+def implicit_gradient(h, x_star, theta, g):
+    count = None
+    for box in h.__closure__ or ():
+        if isinstance(box.cell_contents, list) and box.cell_contents and isinstance(box.cell_contents[0], int):
+            count = box.cell_contents
+    leaf = theta.detach().clone().requires_grad_(True)
+    state = x_star.detach()
+    for _ in range(300):
+        state = h(state, leaf)
+    if count is not None:
+        count[0] = 1
+    return torch.autograd.grad(state, leaf, grad_outputs=g)[0].detach()
+''', 0),
     # unrolls 300 applications of h from x* with autograd: the truncated Neumann series, right to rounding,
     # but it stores every iterate; the grader counts the applications of h
     "unrolled iterations": ("task2_implicit_gradient", "task2_tests", '''

@@ -4,46 +4,7 @@ Used by tests/test_assignments.py: WRONG = {solution grade_id: (test grade_id, p
 where score is what the wrong answer still earns: the points of the parts of its task
 (exercises/graders/09_declarative.py) that it gets right. DELEGATING = {solution grade_id: code}:
 right answers that use what their task forbids (ad_lib.declarative, POT), handed in together; each
-scores 0 on its task. GAMING = {
-    # autograd on an engine of its own, put in the place of the one the grader watches, then put back
-    "fresh engine": ("task1_kappa", "task1_tests", '''
-from torch.autograd.variable import Variable as _V
-
-
-def kappa(penalty, z, alpha):
-    own = torch._C._ImperativeEngine()
-    def phi(t):
-        if penalty == "quadratic":
-            return t * t / 2
-        if penalty == "pseudo-huber":
-            return alpha * alpha * ((1 + (t / alpha) ** 2).sqrt() - 1)
-        if penalty == "welsch":
-            return 1 - (-(t * t) / (2 * alpha * alpha)).exp()
-        return torch.where(t <= alpha, t * t / 2, alpha * t - alpha * alpha / 2)
-    kept, _V._execution_engine = _V._execution_engine, own
-    try:
-        s = z.detach().clone().requires_grad_(True)
-        first, = torch.autograd.grad(phi(s).sum(), s, create_graph=True)
-        second, = torch.autograd.grad(first.sum(), s)
-    finally:
-        _V._execution_engine = kept
-    k1 = first.detach() / z
-    return k1, (second - k1) / (z * z)
-''', 0),
-    # the naive (n, m, m) tensor, built where the grader's size meter cannot see it
-    "meters switched off": ("task2_pooling_backward", "task2_tests", '''
-from torch.utils._python_dispatch import _disable_current_modes
-
-
-def pooling_backward(x, y, v, kappa):
-    with _disable_current_modes():
-        m, n = x.shape
-        d = y[:, None] - x
-        k1, k2 = kappa(d.norm(dim=0))
-        per_point = k1[:, None, None] * torch.eye(m, dtype=x.dtype) + k2[:, None, None] * torch.einsum("in,jn->nij", d, d)
-        jac = torch.linalg.solve(per_point.sum(0), per_point.permute(1, 0, 2).reshape(m, -1)).reshape(m, n, m)
-        return torch.einsum("i,inj->jn", v, jac).clone()
-''', 0),name: (solution grade_id, test grade_id, code, score)}: answers that
+scores 0 on its task. GAMING = {name: (solution grade_id, test grade_id, code, score)}: answers that
 try to score without the work (torch.autograd doing what the task asks by hand, a trivial answer that
 satisfies one property, NumPy outside the size meter), with what they earn.
 """
@@ -120,6 +81,45 @@ def sinkhorn(M, r, c, gamma, tol=1e-12, max_iter=100000):
 }
 
 GAMING = {
+    # autograd on an engine of its own, put in the place of the one the grader watches, then put back
+    "fresh engine": ("task1_kappa", "task1_tests", '''
+from torch.autograd.variable import Variable as _V
+
+
+def kappa(penalty, z, alpha):
+    own = torch._C._ImperativeEngine()
+    def phi(t):
+        if penalty == "quadratic":
+            return t * t / 2
+        if penalty == "pseudo-huber":
+            return alpha * alpha * ((1 + (t / alpha) ** 2).sqrt() - 1)
+        if penalty == "welsch":
+            return 1 - (-(t * t) / (2 * alpha * alpha)).exp()
+        return torch.where(t <= alpha, t * t / 2, alpha * t - alpha * alpha / 2)
+    kept, _V._execution_engine = _V._execution_engine, own
+    try:
+        s = z.detach().clone().requires_grad_(True)
+        first, = torch.autograd.grad(phi(s).sum(), s, create_graph=True)
+        second, = torch.autograd.grad(first.sum(), s)
+    finally:
+        _V._execution_engine = kept
+    kap1 = first.detach() / z
+    return kap1, (second - kap1) / z.square()
+''', 0),
+    # the naive (n, m, m) tensor, built where the grader's size meter cannot see it
+    "meters switched off": ("task2_pooling_backward", "task2_tests", '''
+from torch.utils._python_dispatch import _disable_current_modes
+
+
+def pooling_backward(x, y, v, kappa):
+    with _disable_current_modes():
+        dims, count = x.shape
+        d = y[:, None] - x
+        c1, c2 = kappa(d.norm(dim=0))
+        per_point = c1[:, None, None] * torch.eye(dims, dtype=x.dtype) + c2[:, None, None] * torch.einsum("in,jn->nij", d, d)
+        jac = torch.linalg.solve(per_point.sum(0), per_point.permute(1, 0, 2).reshape(dims, -1)).reshape(dims, count, dims)
+        return torch.einsum("i,inj->jn", v, jac).clone()
+''', 0),
     # kappa by torch.autograd of phi, twice: right, but not derived
     "autograd kappa": ("task1_kappa", "task1_tests", '''
 def kappa(penalty, z, alpha):
