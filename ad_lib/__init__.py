@@ -27,17 +27,24 @@ One module per idea, in the order of the book:
 - :mod:`ad_lib.declarative` (chapter 9): deep declarative nodes: the Jacobian of a constrained argmin
   (``ddn_jacobian``), robust vector pooling (``robust_pool``, ``RobustPool``) and the entropic
   optimal-transport node (``optimal_transport``, ``OptimalTransport``) with structured backward passes.
+- :mod:`ad_lib.layers` (chapter 10): the building blocks of deep networks: dense layers, convolutions from
+  their definition and as matrix products of unfolded inputs (``conv1d``, ``conv2d``, ``conv_transpose2d``
+  with torch.nn.functional's signatures), the output-size formula, and the recurrent cell (``rnn_cell``, ``rnn``).
+- :mod:`ad_lib.optim` (chapter 11): SGD with momentum and Nesterov's method, Adagrad, RMSprop, Adam and
+  AdamW, written from their update rules as ``torch.optim.Optimizer`` subclasses with torch.optim's arguments.
+- :mod:`ad_lib.normalization` (chapter 11): ``dropout``, batch normalization with its backward pass by hand
+  (``batch_norm``, ``BatchNorm``) and group normalization (``group_norm``, ``GroupNorm``).
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
 the first primitive that computes a NaN or an infinity.
 """
 
-from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, graph, implicit, ops,
-                    reverse, reversible)
+from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, graph, implicit, layers,
+                    normalization, ops, optim, reverse, reversible)
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "implicit", "ops", "reverse", "reversible", "seed_everything", "time_call"]
+__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "implicit", "layers", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "time_call"]
