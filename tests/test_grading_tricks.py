@@ -429,3 +429,8 @@ def test_an_answer_that_reaches_for_the_instruments_loses_its_own_task():
     added = cell("for box in h.__closure__: box.cell_contents[0] = 1")
     assert grading.tampering(nbformat.v4.new_notebook(cells=honest + [added]), tests) == {
         "task1_tests": "__closure__", "task2_tests": "__closure__"}
+    # work done in another thread or process is out of the meters' sight
+    threaded = cell("from concurrent.futures import ThreadPoolExecutor\nThreadPoolExecutor(1).submit(f).result()", "task1_a")
+    assert grading.tampering(nbformat.v4.new_notebook(cells=[threaded]), tests) == {"task1_tests": "ThreadPoolExecutor"}
+    assert grading.tampering(nbformat.v4.new_notebook(cells=[cell("os.system('python -c 1')", "task2_b")]), tests) == {
+        "task2_tests": "os.system"}
