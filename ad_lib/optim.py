@@ -120,14 +120,20 @@ class _ForeachOptimizer(torch.optim.Optimizer):
             if isinstance(state.get("step"), torch.Tensor):
                 state["step"] = int(state["step"].item())
 
-    def _with_grads(self, group):
-        params = [p for p in group["params"] if p.grad is not None]
-        for p in params:
-            if p.grad.is_sparse:
-                raise TypeError(f"{type(self).__name__} does not take sparse gradients")
-            if p.is_complex():
-                raise TypeError(f"{type(self).__name__} takes real parameters, got {p.dtype}")
-        return params, [p.grad for p in params]
+    def _groups_with_grads(self):
+        """Each group that has parameters with a gradient: (group, those parameters, their gradients), the
+        gradients negated when the group maximizes (the step of -g, as torch.optim's ``maximize=True``)."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise TypeError(f"{type(self).__name__} does not take sparse gradients")
+                if p.is_complex():
+                    raise TypeError(f"{type(self).__name__} takes real parameters, got {p.dtype}")
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            yield group, params, torch._foreach_neg(grads) if group["maximize"] else grads
 
     @staticmethod
     def _decayed(grads, params, weight_decay):
@@ -193,12 +199,7 @@ class SGD(_ForeachOptimizer):
     def step(self, closure=None):
         """One step for every parameter that has a gradient; returns ``closure()`` if given."""
         loss = self._closure(closure)
-        for group in self.param_groups:
-            params, grads = self._with_grads(group)
-            if not params:
-                continue
-            if group["maximize"]:  # ascent: the step of -g, as torch.optim's maximize=True
-                grads = torch._foreach_neg(grads)
+        for group, params, grads in self._groups_with_grads():
             lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
             grads = self._decayed(grads, params, group["weight_decay"])
             if mu != 0:
@@ -255,12 +256,7 @@ class Adagrad(_ForeachOptimizer):
     def step(self, closure=None):
         """One step for every parameter that has a gradient; returns ``closure()`` if given."""
         loss = self._closure(closure)
-        for group in self.param_groups:
-            params, grads = self._with_grads(group)
-            if not params:
-                continue
-            if group["maximize"]:  # ascent: the step of -g, as torch.optim's maximize=True
-                grads = torch._foreach_neg(grads)
+        for group, params, grads in self._groups_with_grads():
             steps = self._count_steps(params)
             for p in params:
                 if "sum" not in self.state[p]:  # a parameter added after the constructor
@@ -308,12 +304,7 @@ class RMSprop(_ForeachOptimizer):
     def step(self, closure=None):
         """One step for every parameter that has a gradient; returns ``closure()`` if given."""
         loss = self._closure(closure)
-        for group in self.param_groups:
-            params, grads = self._with_grads(group)
-            if not params:
-                continue
-            if group["maximize"]:  # ascent: the step of -g, as torch.optim's maximize=True
-                grads = torch._foreach_neg(grads)
+        for group, params, grads in self._groups_with_grads():
             alpha, mu, centered = group["alpha"], group["momentum"], group["centered"]
             self._count_steps(params)
             for p in params:
@@ -378,12 +369,7 @@ class Adam(_ForeachOptimizer):
     def step(self, closure=None):
         """One step for every parameter that has a gradient; returns ``closure()`` if given."""
         loss = self._closure(closure)
-        for group in self.param_groups:
-            params, grads = self._with_grads(group)
-            if not params:
-                continue
-            if group["maximize"]:  # ascent: the step of -g, as torch.optim's maximize=True
-                grads = torch._foreach_neg(grads)
+        for group, params, grads in self._groups_with_grads():
             lr, (beta1, beta2), wd, amsgrad = group["lr"], group["betas"], group["weight_decay"], group["amsgrad"]
             steps = self._count_steps(params)
             for p in params:
