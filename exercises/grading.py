@@ -46,7 +46,8 @@ feedback); ``nbgrader_config.py`` puts it in place.
    the tensors' sizes recorded, the applications of a map counted) run in
    the student's kernel, where code could switch them off. An answer cell
    that writes a name that reaches them (``TAMPERING``: ``torch._C``, the
-   dispatch-mode stacks, ``__closure__``, frames, ``gc``, ``ctypes``) is not
+   dispatch-mode stacks, ``__closure__``, frames, ``gc``, ``ctypes``), or
+   that starts a thread or a process, which the meters do not see, is not
    graded: its task scores nothing (see ``tampering``).
 
 ``ResilientExecute`` (a cell that kills or hangs its kernel fails alone; the
@@ -677,9 +678,9 @@ def judge(part: Part, outcome: dict, inputs: dict, log=None) -> Verdict:
 # tracing hooks, the classes and functions behind a decorated or forbidden one (__subclasses__,
 # __wrapped__), and other threads and processes, which the probes' meters do not see. An answer cell
 # that writes one of them (outside a comment) scores nothing on its task; a cell the student added, which
-# belongs to no task, on every task. The probes also check what they can
-# while they run (watching_autodiff notices an engine put in its place), but code in the same process can
-# always undo a check it can reach: this scan makes reaching it cost the marks.
+# belongs to no task, on every task. The probes also check what they can while they run
+# (watching_autodiff notices an engine put in its place), but code in the same process can always undo a
+# check it can reach: this scan makes reaching it cost the marks.
 TAMPERING = re.compile(
     r"\b(_C|_execution_engine|_ImperativeEngine|_python_dispatch|_disable_current_modes|_pop_mode|_push_mode"
     r"|_pop_torch_dispatch_mode|_push_on_torch_dispatch_stack|_len_torch_dispatch_stack|TorchDispatchMode"
@@ -948,8 +949,8 @@ class GradedExecute(ResilientExecute):
             task = self._tasks[grade_id]
             verdicts, fatal = [], None
             if grade_id in self._tampered:
-                reason = (f"not graded: your code writes `{self._tampered[grade_id]}`, which reaches into torch's "
-                          "internals or the grader's instruments")
+                reason = (f"not graded: your code writes `{self._tampered[grade_id]}`, which answers may not use "
+                          "(torch's internals, the grader's instruments, other threads or processes)")
                 self._write_verdicts(cell, task, [Verdict(part, False, reason) for part in task.parts])
                 continue
             for number, part in enumerate(task.parts):
