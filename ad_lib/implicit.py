@@ -238,6 +238,16 @@ class _ImplicitLayer(torch.autograd.Function):
         x = x_star.detach().requires_grad_(True)
         return x, [p.detach().requires_grad_(need) for p, need in zip(params, needs)], needs
 
+    @staticmethod
+    def gradients(outputs, inputs, needs, cotangent):
+        """The backward's return: None for ``fn``, the settings and x*, then ``[d outputs / d theta]^T cotangent``
+        for each parameter that needs a gradient (None for the others, and for all when none reaches them)."""
+        wanted = [p for p, need in zip(inputs, needs) if need]
+        if cotangent is None or not outputs.requires_grad or not wanted:
+            return (None, None, None) + tuple(None for _ in needs)
+        grads = iter(torch.autograd.grad(outputs, wanted, cotangent, allow_unused=True))
+        return (None, None, None) + tuple(next(grads) if need else None for need in needs)
+
 
 class _ImplicitFixedPoint(_ImplicitLayer):
     """Forward: the given fixed point; backward: the implicit function theorem, matrix-free."""
@@ -248,14 +258,12 @@ class _ImplicitFixedPoint(_ImplicitLayer):
         tol, max_iter, on_failure = ctx.settings
         with torch.enable_grad():
             y = ctx.fn(x, *inputs)
-        wanted = [p for p, need in zip(inputs, needs) if need]
-        if not y.requires_grad or not wanted:
-            return (None, None, None) + tuple(None for _ in needs)
+        if not y.requires_grad or not any(needs):
+            return _ImplicitLayer.gradients(y, inputs, needs, None)
         w, info = _neumann(y, x, g, tol, max_iter)
         report(info, on_failure, hint=_rounding_hint("the backward solve (I - d_x h)^T w = g converges when h is a "
                "contraction near x*; check the forward residual, or raise backward_max_iter", tol, g.dtype))
-        grads = iter(torch.autograd.grad(y, wanted, w, allow_unused=True))
-        return (None, None, None) + tuple(next(grads) if need else None for need in needs)
+        return _ImplicitLayer.gradients(y, inputs, needs, w)
 
 
 def _rounding_hint(hint: str, tol: float, dtype: torch.dtype) -> str:
@@ -536,9 +544,8 @@ class _ImplicitArgmin(_ImplicitLayer):
         tol, max_iter, on_failure = ctx.settings
         with torch.enable_grad():
             _, grad_x = _energy_and_gradient(ctx.fn, x, inputs, create_graph=True)
-        wanted = [p for p, need in zip(inputs, needs) if need]
-        if not grad_x.requires_grad or not wanted:
-            return (None, None, None) + tuple(None for _ in needs)
+        if not grad_x.requires_grad or not any(needs):
+            return _ImplicitLayer.gradients(grad_x, inputs, needs, None)
 
         def hessian_vector_product(v):  # double backward: d/dx <grad_x E, v>, never the dense Hessian
             (hv,) = torch.autograd.grad(grad_x, x, v, retain_graph=True, allow_unused=True)
@@ -553,8 +560,7 @@ class _ImplicitArgmin(_ImplicitLayer):
                              "formula; add a strictly convex term (e.g. a small ridge penalty)") from error
         report(info, on_failure, hint="the backward solve H w = g (conjugate gradients on the Hessian at x*); "
                "raise backward_max_iter or check that x* is a strict minimum")
-        grads = iter(torch.autograd.grad(grad_x, wanted, -w, allow_unused=True))  # -(d^2E/dx dtheta)^T w
-        return (None, None, None) + tuple(next(grads) if need else None for need in needs)
+        return _ImplicitLayer.gradients(grad_x, inputs, needs, -w)  # -(d^2E/dx dtheta)^T w
 
 
 def _solve_argmin(energy, x0, params, method, step, tol, max_iter, record=False):

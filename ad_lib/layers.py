@@ -124,6 +124,17 @@ def _check_fits(sizes, kernel, padding, function: str) -> None:
 
 
 # ----------------------------------------------------------------------------- dense layers
+def _check_offset(b, size, like, like_name):
+    """An offset b of a dense layer or a recurrent cell: None, or a vector of ``size`` entries with the dtype
+    and device of ``like``."""
+    if b is None:
+        return
+    _check_tensor(b, "b")
+    _check_like(b, "b", like, like_name)
+    if tuple(b.shape) != (size,):
+        raise ValueError(f"b must have shape ({size},), got {tuple(b.shape)}")
+
+
 def dense(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None,
           activation: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """The dense layer ``sigma(W x + b)``, applied to each row of ``x``.
@@ -140,11 +151,7 @@ def dense(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None,
     _check_like(x, "x", W, "W")
     if x.dim() < 1 or x.shape[-1] != W.shape[1]:
         raise ValueError(f"x must end with n_in = W.shape[1] = {W.shape[1]} features, got shape {tuple(x.shape)}")
-    if b is not None:
-        _check_tensor(b, "b")
-        _check_like(b, "b", W, "W")
-        if tuple(b.shape) != (W.shape[0],):
-            raise ValueError(f"b must have shape ({W.shape[0]},), got {tuple(b.shape)}")
+    _check_offset(b, W.shape[0], W, "W")
     z = x @ W.T
     if b is not None:
         z = z + b
@@ -413,11 +420,7 @@ def _check_rnn_parameters(h, W_x, W_h, b) -> None:
         _check_like(value, name, W_x, "W_x")
     if h.shape[-1:] != W_h.shape[:1]:
         raise ValueError(f"h must end with n_h = W_h.shape[0] = {W_h.shape[0]} features, got {tuple(h.shape)}")
-    if b is not None:
-        _check_tensor(b, "b")
-        _check_like(b, "b", W_x, "W_x")
-        if tuple(b.shape) != (W_h.shape[0],):
-            raise ValueError(f"b must have shape ({W_h.shape[0]},), got {tuple(b.shape)}")
+    _check_offset(b, W_h.shape[0], W_x, "W_x")
 
 
 def rnn(sequence: torch.Tensor | Sequence[torch.Tensor], h0: torch.Tensor, W_x: torch.Tensor, W_h: torch.Tensor,
