@@ -31,13 +31,11 @@ Peak memory is measured as in bench_part2.py (CUDA's allocator statistics, or
 ad_lib.runtime.TensorMemory on the CPU).
 """
 
-import argparse
 import sys
 
 import torch
-from bench_part2 import best_times, mib, peak_bytes
+from bench_part2 import benchmark_arguments, best_times, mib, peak_bytes
 
-import ad_lib
 from ad_lib.declarative import PENALTIES, optimal_transport, robust_pool
 from ad_lib.implicit import fixed_point
 
@@ -141,18 +139,13 @@ def bench_fixed_point(device, repeat, iterations_list, dim, batch):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: ad_lib.device())")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
-    parser.add_argument("--memory-cap", type=float, default=4.0,
-                        help="GiB above which unrolled Sinkhorn is measured at a tenth of the iterations and extrapolated")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    def memory_cap(parser):
+        parser.add_argument("--memory-cap", type=float, default=4.0,
+                            help="GiB above which unrolled Sinkhorn is measured at a tenth of the iterations and extrapolated")
+
+    parser, args, device, name = benchmark_arguments(__doc__, argv, memory_cap)
     if args.memory_cap <= 0:
         parser.error("--memory-cap must be positive")
-    device = torch.device(args.device) if args.device else ad_lib.device()
     quick = args.quick
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"Part II benchmark, implicit layers, on {device} ({name}), torch {torch.__version__}, best of {args.repeat}\n")

@@ -189,17 +189,26 @@ def bench_checkpointing(device, repeat, steps, dim, batch):
     return {name: s for name, (_, s) in contenders.items()}, times, memory, state_bytes
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_arguments(doc, argv, more=None):
+    """The command line every benchmark takes (--device, --repeat, --quick; ``more(parser)`` adds its own):
+    (parser, args, device, the device's name)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: ad_lib.device())")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
+    if more is not None:
+        more(parser)
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     device = torch.device(args.device) if args.device else ad_lib.device()
-    quick = args.quick
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return parser, args, device, name
+
+
+def main(argv=None):
+    _, args, device, name = benchmark_arguments(__doc__, argv)
+    quick = args.quick
     print(f"Part II benchmark on {device} ({name}), torch {torch.__version__}, best of {args.repeat}\n")
     missed = []
 

@@ -20,14 +20,12 @@ what PyTorch itself does:
    through autograd: batch 256 x 512 features, forward + backward.
 """
 
-import argparse
 import sys
 
 import torch
 import torch.nn.functional as F
-from bench_part2 import best_times
+from bench_part2 import benchmark_arguments, best_times
 
-import ad_lib
 from ad_lib import layers, normalization, optim
 
 
@@ -111,16 +109,8 @@ def bench_batch_norm(device, repeat, batch, features):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: ad_lib.device())")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    device = torch.device(args.device) if args.device else ad_lib.device()
+    _, args, device, name = benchmark_arguments(__doc__, argv)
     quick = args.quick
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"Part III benchmark on {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, best of {args.repeat}\n")
     missed = []
