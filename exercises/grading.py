@@ -406,6 +406,41 @@ def close(got, expected, *, rtol=1e-12, atol=1e-12, what="the result", dtype=Tru
         raise Wrong(f"{what} is wrong")
 
 
+# A restricted task's set-up may end with this (``Restricted(setup=... + ONE_THREAD)``): the answers then run
+# in the kernel's one thread and process, where the probes' dispatch-mode meters record the operators torch
+# runs; starting a thread or a process (which would run torch unrecorded) raises. An audit hook (it cannot be
+# removed) stops fork, exec, spawn, system and subprocess; threads and multiprocessing's spawn (which
+# sys.audit does not report in Python 3.11) are stopped at their source. The kernel's own threads may start.
+ONE_THREAD = """
+import _posixsubprocess
+import _thread
+import threading
+
+
+def _guard(start):
+    def one_thread(function=None, *args, **kwargs):
+        # the kernel's own threads (pyzmq's garbage collector starts when a large message is sent) may start
+        owner = type(getattr(function, "__self__", None)).__module__.split(".")[0]
+        if owner in ("zmq", "ipykernel", "jupyter_client", "tornado", "IPython"):
+            return start(function, *args, **kwargs)
+        raise RuntimeError("no other thread or process may run here: the grader records what your code runs")
+    return one_thread
+
+
+_one_thread = _guard(_thread.start_new_thread)
+
+
+def _audit(event, args):
+    if event in ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen"):
+        _one_thread()
+
+
+sys.addaudithook(_audit)
+_thread.start_new_thread = _thread.start_new = threading._start_new_thread = _one_thread
+_posixsubprocess.fork_exec = _one_thread
+"""
+
+
 def watching_autodiff(run):
     """``[run(), torch's automatic differentiation ran, ad_lib's ran]``, for a probe that forbids both.
 

@@ -23,11 +23,11 @@ torch (numpy) is not metered.
 """
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
 
 F64 = torch.float64
 
-WITH_TORCH = {"setup": "import math\nimport torch\nF64 = torch.float64", "without": ["ad_lib"],
+WITH_TORCH = {"setup": "import math\nimport torch\nF64 = torch.float64\n" + ONE_THREAD, "without": ["ad_lib"],
               "why": "every task is written with torch and graded in a Python without ad_lib (no ad_lib.implicit)"}
 
 

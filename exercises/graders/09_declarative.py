@@ -22,7 +22,7 @@ and on the large one by eq. (3) with dense matrices and another constraint remov
 """
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
 
 F64 = torch.float64
 
@@ -37,7 +37,7 @@ import math
 import torch
 F64 = torch.float64
 """
-WITHOUT = {"setup": NO_NUMPY, "without": ["ad_lib", "ot", "numpy"],
+WITHOUT = {"setup": NO_NUMPY + ONE_THREAD, "without": ["ad_lib", "ot", "numpy"],
            "why": "every task is written with torch and graded in a Python without ad_lib, POT and NumPy "
                   "(no ad_lib.declarative, no ot.sinkhorn, no array outside torch)"}
 

@@ -24,42 +24,9 @@ Newton's method on the strongly convex loss (to 1e-15), on load_digits split per
 """
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
 
 F64 = torch.float64
-
-# The answers run in the kernel's one thread and process, where the probes record the operators torch
-# runs: starting a thread or a process (which would run torch unrecorded, with its convolutions) raises.
-# An audit hook (it cannot be removed) stops fork, exec, spawn, system and subprocess; threads and
-# multiprocessing's spawn (which sys.audit does not report in Python 3.11) are stopped at their source.
-ONE_THREAD = """
-import _posixsubprocess
-import _thread
-import threading
-
-
-def _guard(start):
-    def one_thread(function=None, *args, **kwargs):
-        # the kernel's own threads (pyzmq's garbage collector starts when a large message is sent) may start
-        owner = type(getattr(function, "__self__", None)).__module__.split(".")[0]
-        if owner in ("zmq", "ipykernel", "jupyter_client", "tornado", "IPython"):
-            return start(function, *args, **kwargs)
-        raise RuntimeError("no other thread or process may run here: the grader records what your code runs")
-    return one_thread
-
-
-_one_thread = _guard(_thread.start_new_thread)
-
-
-def _audit(event, args):
-    if event in ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen"):
-        _one_thread()
-
-
-sys.addaudithook(_audit)
-_thread.start_new_thread = _thread.start_new = threading._start_new_thread = _one_thread
-_posixsubprocess.fork_exec = _one_thread
-"""
 
 NO_CONVOLUTIONS = """import sys
 

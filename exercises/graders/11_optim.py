@@ -26,7 +26,7 @@ torch.nn.functional.batch_norm in training mode; task 5 by the grader's draws of
 """
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
 
 F64 = torch.float64
 
@@ -68,36 +68,7 @@ with warnings.catch_warnings():
                 _refuse.kernels.impl(_op[len("aten::"):], _refuse, _key)
 del _op, _key
 
-# the answers run in this one thread and process, where the meter records them: starting a thread or a
-# process raises (an audit hook, which cannot be removed, for fork, exec, spawn, system and subprocess;
-# threads and multiprocessing's spawn, which sys.audit does not report in Python 3.11, at their source)
-import _posixsubprocess
-import _thread
-import threading
-
-
-def _guard(start):
-    def one_thread(function=None, *args, **kwargs):
-        # the kernel's own threads (pyzmq's garbage collector starts when a large message is sent) may start
-        owner = type(getattr(function, "__self__", None)).__module__.split(".")[0]
-        if owner in ("zmq", "ipykernel", "jupyter_client", "tornado", "IPython"):
-            return start(function, *args, **kwargs)
-        raise RuntimeError("no other thread or process may run here: the grader records what your code runs")
-    return one_thread
-
-
-_one_thread = _guard(_thread.start_new_thread)
-
-
-def _audit(event, args):
-    if event in ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen"):
-        _one_thread()
-
-
-sys.addaudithook(_audit)
-_thread.start_new_thread = _thread.start_new = threading._start_new_thread = _one_thread
-_posixsubprocess.fork_exec = _one_thread
-"""
+""" + ONE_THREAD
 WITHOUT = {"setup": SETUP, "without": ["ad_lib", "numpy"],
            "why": "every task is written with torch and graded in a Python without ad_lib, NumPy and torch.optim "
                   "(no library optimizer or normalization layer does the work)"}
