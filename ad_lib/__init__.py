@@ -34,17 +34,23 @@ One module per idea, in the order of the book:
   AdamW, written from their update rules as ``torch.optim.Optimizer`` subclasses with torch.optim's arguments.
 - :mod:`ad_lib.normalization` (chapter 11): ``dropout``, batch normalization with its backward pass by hand
   (``batch_norm``, ``BatchNorm``) and group normalization (``group_norm``, ``GroupNorm``).
+- :mod:`ad_lib.generative` (chapter 12): maximum likelihood and why push-forward models have no density, the
+  GAN game and its alternating algorithm, Wasserstein GANs (weight clipping, gradient penalty, Lipschitz
+  estimates), the exact 1-D and the sliced Wasserstein distances by sorting (``wasserstein_1d``,
+  ``sliced_wasserstein``), minimum Kantorovich estimators, latent interpolation, auto-encoders and the
+  principal angles that show a linear one recovers PCA.
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
 the first primitive that computes a NaN or an infinity.
 """
 
-from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, graph, implicit, layers,
+from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, generative, graph,
+                    implicit, layers,
                     normalization, ops, optim, reverse, reversible)
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "graph", "implicit", "layers", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "time_call"]
+__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "generative", "graph", "implicit", "layers", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "time_call"]
