@@ -491,6 +491,87 @@ def watching_autodiff(run):
     return [result, seen["torch"] > 0, levels() != before]
 
 
+def operation_meter():
+    """A TorchDispatchMode class, the probes' meter of torch's operators (sent with a probe:
+    ``Part(..., helpers=(operation_meter,))``; a probe makes the class with ``operation_meter()``).
+
+    An instance, ``with meter(watch=None, budget=inf, stop_on_complex=False):``, records the aten
+    operators that torch runs under it, in this thread (``ONE_THREAD`` keeps the answers there):
+    ``ops``, how many ran; ``hits`` and ``matched``, how many matched the regular expression
+    ``watch`` and their names (each once, in order); ``largest``, the elements of the largest
+    tensor made; ``complex``, whether any read or wrote a complex tensor; ``work``, the
+    multiply-adds of the matrix products plus the elements each other operator writes (views
+    write none). Past its ``budget`` of work, or at the first complex tensor if
+    ``stop_on_complex``, it stops the code it meters (that operator and every later one raise)
+    and the ``with`` block ends there, with ``stopped`` set. Entering it does not import
+    torch._dynamo (1.3 s), by torch's documented opt-out.
+    """
+    import re
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    products = {aten.mm.default, aten.mv.default, aten.bmm.default, aten.addmm.default, aten.addmv.default,
+                aten.dot.default, aten.vdot.default, aten.baddbmm.default, aten.addbmm.default}
+
+    def tensors(value):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from tensors(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from tensors(item)
+
+    class Stopped(Exception):
+        pass
+
+    class OperationMeter(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls):
+            return False
+
+        def __init__(self, watch=None, budget=float("inf"), stop_on_complex=False):
+            super().__init__()
+            self.pattern = re.compile(watch) if watch else None
+            self.budget, self.stop_on_complex = budget, stop_on_complex
+            self.ops = self.hits = self.largest = self.work = 0
+            self.matched, self.complex, self.stopped = [], False, False
+
+        def __exit__(self, kind, value, traceback):
+            super().__exit__(kind, value, traceback)
+            return self.stopped  # the stop is not an error of the student's code: swallowed here
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if self.stopped:  # code that caught the stop cannot go on computing
+                raise Stopped("stopped by the grader")
+            out = func(*args, **(kwargs or {}))
+            name = str(func)
+            self.ops += 1
+            if self.pattern is not None and self.pattern.search(name):
+                self.hits += 1
+                if name not in self.matched:
+                    self.matched.append(name)
+            made = list(tensors(out))
+            for tensor in made:
+                self.largest = max(self.largest, tensor.numel())
+            if not self.complex:
+                self.complex = any(t.is_complex() for t in [*made, *tensors([args, kwargs])])
+            if func in products:
+                a, b = list(tensors(args))[-2:]
+                self.work += a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
+            elif not getattr(func, "is_view", False):
+                self.work += sum(t.numel() for t in made)
+            if (self.complex and self.stop_on_complex) or self.work > self.budget:
+                self.stopped = True
+                raise Stopped("stopped by the grader")
+            return out
+
+    return OperationMeter
+
+
 def verdict_check(key: str, expected, choices: tuple):
     """A check of one answer of a dict of verdicts: `result[key]` is one of `choices` (exactly: True is not 1)
     and is `expected`. For the parts of a task whose answers are given as {"a": ..., "b": ...}."""

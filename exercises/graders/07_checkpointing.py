@@ -8,7 +8,7 @@ Never released: nbgrader releases only what is in source/07_checkpointing/.
 Task 1 (back-propagation through time by hand) runs in the notebook's kernel while the probe
 watches torch's gradient engine (reverse and forward mode) and ad_lib's differentiations: a
 gradient that any automatic differentiation computed scores nothing. The probe also meters the
-torch operations of `bptt_by_hand` (a TorchDispatchMode, made by `_meter`): a complex tensor (the
+torch operations of `bptt_by_hand` (grading.operation_meter, a TorchDispatchMode): a complex tensor (the
 complex step), or more work than WORK_LIMIT = 50 evaluations of the loss (perturbing the inputs one
 at a time: finite differences, forward mode by hand, the complex step in real pairs), scores
 nothing either. The backward recursion does the work of about 4 evaluations, and even explicit
@@ -29,7 +29,7 @@ import functools
 import math
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close, verdict_check, watching_autodiff
+from grading import Part, Restricted, Task, Wrong, close, operation_meter, verdict_check, watching_autodiff
 
 F64 = torch.float64
 
@@ -56,7 +56,7 @@ def _tensor(rng, *shape, scale=1.0):
 def bptt_probe(x0, W1, W2, y, lam, steps_list, work_limit):
     import torch
 
-    meter = _meter()
+    meter = operation_meter()
 
     def one_loss(x0, W1, W2, y, lam, steps):  # the yardstick: one evaluation of f, as the statement writes it
         x = x0
@@ -68,12 +68,12 @@ def bptt_probe(x0, W1, W2, y, lam, steps_list, work_limit):
         results, work, loss_work = [], 0, 0
         for steps in steps_list:
             args = [t.clone() for t in (x0, W1, W2, y)]
-            with meter() as yardstick:
+            with meter(stop_on_complex=True) as yardstick:
                 one_loss(x0, W1, W2, y, lam, steps)
             loss_work += yardstick.work
             # stopped as soon as it computes with complex numbers or has done more work than allowed
             # (no need to wait for a gradient by perturbations to finish)
-            student = meter(budget=work_limit * max(loss_work, 1) - work)
+            student = meter(budget=work_limit * max(loss_work, 1) - work, stop_on_complex=True)
             try:
                 with student:
                     out = bptt_by_hand(*args, lam, steps)
@@ -86,61 +86,6 @@ def bptt_probe(x0, W1, W2, y, lam, steps_list, work_limit):
         return [results, work / max(loss_work, 1), False]
 
     return watching_autodiff(run)
-
-
-def _meter():
-    """A TorchDispatchMode class whose instances meter the torch operations run under them (sent with
-    task 1's probe): `work` adds up the multiply-adds of each matrix product and the elements each other
-    operation writes (views write none), and `complex` says whether any operation read or wrote a
-    complex tensor. Past its `budget` of work, or at the first complex tensor, it stops the code it
-    meters (every later operation raises) and the `with` block ends with `stopped` set."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    aten = torch.ops.aten
-    products = {aten.mm.default, aten.mv.default, aten.bmm.default, aten.addmm.default, aten.addmv.default,
-                aten.dot.default, aten.vdot.default, aten.baddbmm.default, aten.addbmm.default}
-
-    def tensors(value):
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                yield from tensors(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                yield from tensors(v)
-
-    class OverBudget(Exception):
-        pass
-
-    class Meter(TorchDispatchMode):
-        def __init__(self, budget=float("inf")):
-            super().__init__()
-            self.work, self.complex, self.budget, self.stopped = 0, False, budget, False
-
-        def __exit__(self, kind, value, traceback):
-            super().__exit__(kind, value, traceback)
-            return self.stopped  # the stop is not an error of the student's code: swallowed here
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if self.stopped:  # a student's code that caught the stop cannot go on computing
-                raise OverBudget("stopped by the grader")
-            out = func(*args, **(kwargs or {}))
-            outputs = list(tensors(out))
-            if not self.complex:
-                self.complex = any(t.is_complex() for t in [*outputs, *tensors([args, kwargs])])
-            if func in products:
-                a, b = list(tensors(args))[-2:]
-                self.work += a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
-            elif not getattr(func, "is_view", False):
-                self.work += sum(t.numel() for t in outputs)
-            if self.complex or self.work > self.budget:
-                self.stopped = True
-                raise OverBudget("stopped by the grader")
-            return out
-
-    return Meter
 
 
 WORK_LIMIT = 50  # evaluations of the loss: the backward recursion does about 4 (explicit Jacobians: under 30)
@@ -211,7 +156,7 @@ TASK1 = Task(parts=[
          bptt_probe, _bptt_check("grad_W1", "the gradient in W1"), _bptt_inputs),
 ])
 for _part in TASK1.parts:
-    _part.helpers = (watching_autodiff, _meter)
+    _part.helpers = (watching_autodiff, operation_meter)
 
 
 # ---------------------------------------------------------------------------------------------

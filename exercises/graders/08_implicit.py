@@ -13,7 +13,7 @@ never the iterations, and the probe counts the applications of h: more than two 
 iterations, from x* or elsewhere, through autograd) scores nothing; the truth is the grader's
 Jacobians (torch.autograd.functional.jacobian at its own x*) and a linear solve. Tasks 3 and 4 run
 while the probe watches torch's automatic differentiation (watching_autodiff); task 3's probe also
-meters the torch operations (a TorchDispatchMode made by `_linalg_meter`): a complex tensor (the
+meters the torch operations (grading.operation_meter, a TorchDispatchMode): a complex tensor (the
 complex step) or more than two linear solves or factorizations (finite differences in lambda need
 three) score nothing on the derivative, whose truth is the grader's closed form. Task 4 is handed
 perturbed minimizers (relative error about 1e-6): the envelope formulas must be evaluated at the
@@ -23,7 +23,7 @@ torch (numpy) is not metered.
 """
 
 import torch
-from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, operation_meter, watching_autodiff
 
 F64 = torch.float64
 
@@ -274,53 +274,17 @@ TASK2 = Task(
 # Task 3: ridge regression's solution and its derivative in lambda, by hand
 # ---------------------------------------------------------------------------------------------
 
-def _linalg_meter():
-    """A TorchDispatchMode class (sent with task 3's probe) whose instances count the linear solves and
-    factorizations run under them (`solves`) and note whether any operation read or wrote a complex
-    tensor (`complex`)."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    heavy = ("solve_ex", "inv_ex", "cholesky_ex", "lstsq", "pinv", "lu_factor", "linalg_lu", "eigh", "linalg_qr",
-             "svd", "linalg_eig", "cholesky_inverse", "geqrf", "linalg_ldl")
-
-    def tensors(value):
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                yield from tensors(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                yield from tensors(item)
-
-    class LinalgMeter(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.solves, self.complex = 0, False
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            name = str(func)
-            if any(word in name for word in heavy):
-                self.solves += 1
-            if not self.complex:
-                self.complex = any(t.is_complex() for t in [*tensors(out), *tensors([args, kwargs])])
-            return out
-
-    return LinalgMeter
-
-
 def ridge_probe(problems):
-    meter = _linalg_meter()
+    meter = operation_meter()
 
     def run():
         answers = []
         for A, b, lam in problems:
-            watch = meter()
+            watch = meter(watch="solve_ex|inv_ex|cholesky_ex|lstsq|pinv|lu_factor|linalg_lu|eigh|linalg_qr|svd|"
+                                "linalg_eig|cholesky_inverse|geqrf|linalg_ldl")  # solves and factorizations
             with watch:
                 got = ridge_derivative(A.clone(), b.clone(), lam)
-            answers.append([list(got) if type(got) in (tuple, list) else got, watch.solves, watch.complex])
+            answers.append([list(got) if type(got) in (tuple, list) else got, watch.hits, watch.complex])
         return answers
 
     return watching_autodiff(run)
@@ -375,7 +339,7 @@ TASK3 = Task(
                   "at most two solves", ridge_probe, _ridge_check("derivative"), _ridge_inputs),
     ])
 for _part in TASK3.parts:
-    _part.helpers = (watching_autodiff, _linalg_meter)
+    _part.helpers = (watching_autodiff, operation_meter)
 
 
 # ---------------------------------------------------------------------------------------------

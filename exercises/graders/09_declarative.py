@@ -9,7 +9,7 @@ sandbox and kernel for the four), so that ad_lib.declarative and ot.sinkhorn, un
 copy of their files, cannot do the work, and no array is built outside the size meter's view. Tasks 1, 2 and 4 run while the probe watches torch's
 automatic differentiation (watching_autodiff): a kappa, or a backward pass, that autograd computed
 scores nothing. The probes of tasks 2 and 4 also record the largest tensor that any torch operation
-of the student's code creates (a TorchDispatchMode made by `_size_meter`), on a size where the
+of the student's code creates (grading.operation_meter, a TorchDispatchMode), on a size where the
 naive constructions are far over the allowance: the n matrices of size m x m of robust pooling
 (n m^2 elements against an allowance of 3 (n m + m^2)), the constraint matrix A or the Hessian H
 of optimal transport ((m+n-1) m n or (m n)^2 against 2 ((m+n)^2 + m n)).
@@ -22,7 +22,7 @@ and on the large one by eq. (3) with dense matrices and another constraint remov
 """
 
 import torch
-from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, operation_meter, watching_autodiff
 
 F64 = torch.float64
 
@@ -44,33 +44,6 @@ WITHOUT = {"setup": NO_NUMPY + ONE_THREAD, "without": ["ad_lib", "ot", "numpy"],
 
 def _gen(rng):
     return torch.Generator().manual_seed(rng.randrange(2**31))
-
-
-def _size_meter():
-    """A TorchDispatchMode class (sent with the probes of tasks 2 and 4) whose instances record the
-    number of elements of the largest tensor any torch operation run under them creates (`largest`)."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    def tensors(value):
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                yield from tensors(item)
-
-    class SizeMeter(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for made in tensors(out):
-                self.largest = max(self.largest, made.numel())
-            return out
-
-    return SizeMeter
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +125,7 @@ def pooling_probe(kind, alpha, problems):
         q = 1 + (z / alpha) ** 2
         return q.rsqrt(), -q.rsqrt() ** 3 / alpha**2
 
-    meter = _size_meter()
+    meter = operation_meter()
 
     def run():
         answers = []
@@ -263,7 +236,7 @@ TASK2 = Task(
              _pooling_inputs("pseudo-huber", lambda rng: [(rng.randint(20, 30), rng.randint(250, 400))])),
     ])
 for _part in TASK2.parts:
-    _part.helpers = (watching_autodiff, _size_meter)
+    _part.helpers = (watching_autodiff, operation_meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +321,7 @@ TASK3 = Task(
 # ---------------------------------------------------------------------------------------------
 
 def transport_probe(problems):
-    meter = _size_meter()
+    meter = operation_meter()
 
     def run():
         answers = []
@@ -447,6 +420,6 @@ TASK4 = Task(
              _transport_inputs("large")),
     ])
 for _part in TASK4.parts:
-    _part.helpers = (watching_autodiff, _size_meter)
+    _part.helpers = (watching_autodiff, operation_meter)
 
 TASKS = {"task1_tests": TASK1, "task2_tests": TASK2, "task3_tests": TASK3, "task4_tests": TASK4}

@@ -12,7 +12,7 @@ fail there. (torch.ops.aten's operators are left as they are: torch's own module
 tables by them; their kernels, for CPU and CUDA, are replaced by one that raises, through torch.library, in
 every thread.) No thread or process may start there (ONE_THREAD): a dispatch mode sees only its own thread,
 and a fresh Python has torch whole. The probes of tasks 2
-to 4 also run the student's code under a TorchDispatchMode (`_conv_meter`) that records every aten
+to 4 also run the student's code under a TorchDispatchMode (`grading.operation_meter`) that records every aten
 operator whose name is a convolution's (convolution, _convolution, conv2d, convolution_backward, the
 cudnn / mkldnn / slow / depthwise kernels): whatever name reached it, a convolution operator that ran
 costs the part. Task 4 also runs while the probe watches torch's automatic differentiation.
@@ -24,7 +24,7 @@ Newton's method on the strongly convex loss (to 1e-15), on load_digits split per
 """
 
 import torch
-from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, operation_meter, watching_autodiff
 
 F64 = torch.float64
 
@@ -86,32 +86,6 @@ WITHOUT = {"setup": NO_CONVOLUTIONS, "without": ["ad_lib", "numpy", "scipy", "sk
 
 def _gen(rng):
     return torch.Generator().manual_seed(rng.randrange(2**31))
-
-
-def _conv_meter():
-    """A TorchDispatchMode class (sent with the probes of tasks 2 to 4) whose instances record, in `ran`,
-    the convolution operators that torch runs under them."""
-    import re
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    pattern = re.compile(r"conv(olution|_tbc|_transpose|_depthwise|[123]d)|slow_conv|thnn_conv")
-
-    class ConvMeter(TorchDispatchMode):
-        @classmethod
-        def _should_skip_dynamo(cls):  # torch's documented opt-out: entering the mode then does not import
-            return False  # torch._dynamo (1.3 s, the slowest step of this assignment's grading)
-
-        def __init__(self):
-            super().__init__()
-            self.ran = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if pattern.search(str(func)):
-                self.ran.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    return ConvMeter
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,14 +151,14 @@ TASK1 = Task(
 # ---------------------------------------------------------------------------------------------
 
 def conv_probe(name, cases):
-    meter = _conv_meter()
+    meter = operation_meter()
     function = conv1d if name == "conv1d" else conv2d
     answers = []
     for x, w, s, p in cases:
-        ran = meter()
+        ran = meter(watch=r"conv(olution|_tbc|_transpose|_depthwise|[123]d)|slow_conv|thnn_conv")  # torch's convolutions
         with ran:
             got = function(x.clone(), w.clone(), stride=s, padding=p)
-        answers.append([got, sorted(set(ran.ran))])
+        answers.append([got, sorted(ran.matched)])
     return answers
 
 
@@ -238,7 +212,7 @@ def _conv_task(cell, inputs, words):
     task = Task(restricted=Restricted(cells=[cell], **WITHOUT),
                 parts=[Part(1, what, conv_probe, _conv_check, inputs(kind)) for kind, what in words])
     for part in task.parts:
-        part.helpers = (_conv_meter,)
+        part.helpers = (operation_meter,)
     return task
 
 
@@ -258,15 +232,15 @@ TASK3 = _conv_task("task3_conv2d", _conv2d_inputs, [
 # ---------------------------------------------------------------------------------------------
 
 def transpose_probe(cases):
-    meter = _conv_meter()
+    meter = operation_meter()
 
     def run():
         answers = []
         for y, w, size, s, p in cases:
-            ran = meter()
+            ran = meter(watch=r"conv(olution|_tbc|_transpose|_depthwise|[123]d)|slow_conv|thnn_conv")  # torch's convolutions
             with ran:
                 got = conv_transpose2d(y.clone(), w.clone(), tuple(size), stride=s, padding=p)
-            answers.append([got, sorted(set(ran.ran))])
+            answers.append([got, sorted(ran.matched)])
         return answers
 
     return watching_autodiff(run)
@@ -323,7 +297,7 @@ TASK4 = Task(
            Part(1, "strides of 2 and 3 (ints and pairs) where the stride skips inputs, so that the size given "
                    "decides the shape", transpose_probe, _transpose_check, _transpose_inputs(True))])
 for _part in TASK4.parts:
-    _part.helpers = (watching_autodiff, _conv_meter)
+    _part.helpers = (watching_autodiff, operation_meter)
 
 
 # ---------------------------------------------------------------------------------------------

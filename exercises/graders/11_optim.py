@@ -26,7 +26,7 @@ torch.nn.functional.batch_norm in training mode; task 5 by the grader's draws of
 """
 
 import torch
-from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, watching_autodiff
+from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, operation_meter, watching_autodiff
 
 F64 = torch.float64
 
@@ -79,29 +79,14 @@ def _gen(rng):
 
 
 def _op_meter():
-    """A TorchDispatchMode class (sent with every probe) whose instances record, for the torch operations
-    run under them: the forbidden ones (`banned`, their names), how many ran (`ops`), the number of
-    elements of the largest tensor made (`largest`), and whether any read or wrote a complex tensor."""
+    """The probes' meter (grading.operation_meter, sent with every probe) with the operators this assignment
+    forbids as `banned` (their names), and the construction of any of torch.optim's classes counted as one."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
 
-    forbidden = ("batch_norm", "group_norm", "layer_norm", "instance_norm", "_fused_", "dropout", "bernoulli",
-                 "profiler")
-
-    def tensors(value):
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                yield from tensors(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                yield from tensors(item)
-
-    class OpMeter(TorchDispatchMode):
+    class OpMeter(operation_meter()):
         def __init__(self):
-            super().__init__()
-            self.banned, self.ops, self.largest, self.complex = [], 0, 0, False
+            super().__init__(watch="batch_norm|group_norm|layer_norm|instance_norm|_fused_|dropout|bernoulli|profiler")
+            self.banned = self.matched
             self.restore = None
 
         def __enter__(self):
@@ -124,18 +109,6 @@ def _op_meter():
             finally:
                 if self.restore is not None:
                     self.restore[0].__init__ = self.restore[1]
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            name = str(func)
-            self.ops += 1
-            if any(word in name for word in forbidden) and name not in self.banned:
-                self.banned.append(name)
-            for made in tensors(out):
-                self.largest = max(self.largest, made.numel())
-            if not self.complex:
-                self.complex = any(t.is_complex() for t in [*tensors(out), *tensors([args, kwargs])])
-            return out
 
     return OpMeter
 
@@ -232,7 +205,7 @@ TASK1 = Task(
              _momentum_check("Nesterov momentum"), _momentum_inputs("nesterov")),
     ])
 for _part in TASK1.parts:
-    _part.helpers = (_op_meter,)
+    _part.helpers = (operation_meter, _op_meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +300,7 @@ TASK2 = Task(
              adam_probe, _adam_check("gradients of the size of eps", "param"), _adam_inputs("eps")),
     ])
 for _part in TASK2.parts:
-    _part.helpers = (_op_meter,)
+    _part.helpers = (operation_meter, _op_meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +369,7 @@ TASK3 = Task(
              _slides_check("Nesterov momentum"), _slides_inputs(True)),
     ])
 for _part in TASK3.parts:
-    _part.helpers = (_op_meter,)
+    _part.helpers = (operation_meter, _op_meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +470,7 @@ TASK4 = Task(
              _batch_norm_check("an (N, C, L) batch", "all"), _batch_norm_inputs("3d")),
     ])
 for _part in TASK4.parts:
-    _part.helpers = (watching_autodiff, _op_meter)
+    _part.helpers = (watching_autodiff, operation_meter, _op_meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,7 +564,7 @@ TASK5 = Task(
                   "about a fraction p of them 0", dropout_modes_probe, check_dropout_modes, _dropout_modes_inputs),
     ])
 for _part in TASK5.parts:
-    _part.helpers = (_op_meter,)
+    _part.helpers = (operation_meter, _op_meter)
 
 TASKS = {"task1_tests": TASK1, "task2_tests": TASK2, "task3_tests": TASK3, "task4_tests": TASK4,
          "task5_tests": TASK5}
