@@ -790,7 +790,8 @@ def judge(part: Part, outcome: dict, inputs: dict, log=None) -> Verdict:
 
 # Names that an answer has no reason to write, through which code in the kernel can reach the grader's
 # instruments: torch's engine and dispatch modes that the probes watch (torch._C, the mode stacks), a
-# counter kept in a probe's closure, the probe's frame and objects (frames, gc, ctypes, sys.modules),
+# counter kept in a probe's closure, the probe's frame and objects (frames, found by sys._getframe, inspect
+# or an exception's traceback; gc, ctypes, sys.modules),
 # tracing hooks, the classes and functions behind a decorated or forbidden one (__subclasses__,
 # __wrapped__), and other threads and processes, which the probes' meters do not see. An answer cell
 # that writes one of them (outside a comment) scores nothing on its task; a cell the student added, which
@@ -801,7 +802,8 @@ TAMPERING = re.compile(
     r"\b(_C|_execution_engine|_ImperativeEngine|_python_dispatch|_disable_current_modes|_pop_mode|_push_mode"
     r"|_pop_torch_dispatch_mode|_push_on_torch_dispatch_stack|_len_torch_dispatch_stack|TorchDispatchMode"
     r"|TorchFunctionMode|__closure__|cell_contents|__code__|__globals__|__builtins__|_getframe|f_back|f_locals"
-    r"|f_globals|currentframe|get_referrers|get_referents|get_objects|ctypes|setprofile|settrace"
+    r"|f_globals|currentframe|inspect|__traceback__|tb_frame|gi_frame|cr_frame|ag_frame|get_referrers|get_referents"
+    r"|get_objects|ctypes|setprofile|settrace"
     r"|__subclasses__|__wrapped__|threading|_thread|ThreadPoolExecutor|ProcessPoolExecutor|multiprocessing"
     r"|subprocess|Popen)\b"
     r"|\bsys\s*\.\s*modules\b|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b")
