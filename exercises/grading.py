@@ -802,11 +802,12 @@ TAMPERING = re.compile(
     r"\b(_C|_execution_engine|_ImperativeEngine|_python_dispatch|_disable_current_modes|_pop_mode|_push_mode"
     r"|_pop_torch_dispatch_mode|_push_on_torch_dispatch_stack|_len_torch_dispatch_stack|TorchDispatchMode"
     r"|TorchFunctionMode|__closure__|cell_contents|__code__|__globals__|__builtins__|_getframe|f_back|f_locals"
-    r"|f_globals|currentframe|inspect|__traceback__|tb_frame|gi_frame|cr_frame|ag_frame|get_referrers|get_referents"
+    r"|f_globals|currentframe|__traceback__|tb_frame|gi_frame|cr_frame|ag_frame|get_referrers|get_referents"
     r"|get_objects|ctypes|setprofile|settrace"
     r"|__subclasses__|__wrapped__|threading|_thread|ThreadPoolExecutor|ProcessPoolExecutor|multiprocessing"
     r"|subprocess|Popen)\b"
-    r"|\bsys\s*\.\s*modules\b|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b")
+    r"|\bsys\s*\.\s*modules\b|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b"
+    r"|\binspect\s*\.|\bfrom\s+inspect\b|\bimport\s+(\w+\s*,\s*)*inspect\b")  # the module, not the word in a sentence
 
 
 def _without_comments(source: str) -> str:

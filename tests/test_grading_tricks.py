@@ -434,7 +434,9 @@ def test_an_answer_that_reaches_for_the_instruments_loses_its_own_task():
     assert grading.tampering(nbformat.v4.new_notebook(cells=[threaded]), tests) == {"task1_tests": "ThreadPoolExecutor"}
     # the frames (and through them the probes' locals) reached another way than by sys._getframe
     framed = cell("import inspect\nseen = getattr(inspect.stack()[1].frame, 'f_' + 'locals')", "task1_a")
-    assert grading.tampering(nbformat.v4.new_notebook(cells=[framed]), tests) == {"task1_tests": "inspect"}
+    assert grading.tampering(nbformat.v4.new_notebook(cells=[framed]), tests) == {"task1_tests": "import inspect"}
+    worded = cell("print('inspect the plan: its rows sum to a')", "task1_a")  # the word, not the module
+    assert grading.tampering(nbformat.v4.new_notebook(cells=[worded]), tests) == {}
     raised = cell("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    up = e.__traceback__", "task2_b")
     assert grading.tampering(nbformat.v4.new_notebook(cells=[raised]), tests) == {"task2_tests": "__traceback__"}
     assert grading.tampering(nbformat.v4.new_notebook(cells=[cell("os.system('python -c 1')", "task2_b")]), tests) == {
