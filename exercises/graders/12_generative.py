@@ -12,7 +12,15 @@ and no gradient penalty, so whatever torch computes there is the student's own a
 
 Task 2 is graded with a right 1-D distance (`_exact_1d`) in the notebook's namespace in place of the
 student's `wasserstein_1d` (restored after the probe), so that a mistake in task 1 costs task 1's points
-only; an answer that sorts the projections itself is graded the same way.
+only; an answer that sorts the projections itself is graded the same way. The stand-in serves the calls
+on 1-D tensors, which is all task 1 asks for; a call on other shapes (a task 1 written for batches of
+projections, columns or rows) goes to the student's own, which the stand-in cannot guess the layout of.
+
+Task 3 hands the penalty critics of three forms (linear, a tanh layer, a tanh and a sigmoid layer) whose
+scores are far from 0 (a last bias of 10^6 to 10^7, which changes no gradient): a gradient written by hand
+for the critics of the visible tests fails on the deeper ones, and a difference quotient of the critic
+(even extrapolated) loses about ulp(b) / h > 1e-7 to rounding, where autograd is exact; every part has a
+critic of the deeper form.
 
 Truths, all computed here, none with the student's formula:
 - tasks 1 and 2 by `_quantile_power`, the integral of |F^-1 - G^-1|^p summed piece by piece over the
@@ -24,9 +32,13 @@ Truths, all computed here, none with the student's formula:
   permutations) and to finite differences (gradcheck); POT and SciPy agree with `_quantile_power`
   (ot.wasserstein_1d is W_p^p, scipy.stats.wasserstein_distance is W_1; checked when the grader was
   written, POT on the inputs of 80 students, to 1e-10, SciPy to 3e-16);
-- task 3 by the critic's input gradient written out (W^T (v * (1 - tanh^2(W x + c))) for a critic with one
-  tanh layer, w for a linear one: (|w| - 1)^2), and its gradient in the parameters by torch.autograd
-  through that formula, a first derivative only (the student's answer needs a second one).
+- task 3 by the critic's input gradient written out, the chain rule by hand layer by layer
+  (W^T (v * (1 - tanh^2(W x + c))) for a critic with one tanh layer, w for a linear one: (|w| - 1)^2; with
+  sigmoid' = s (1 - s) for the second layer of the deeper critic), and its gradient in the parameters by
+  torch.autograd through that formula, a first derivative only (the student's answer needs a second one);
+  checked against torch.autograd's double backward when the grader was written (1e-15, 400 critics). The
+  training-loop part also checks that the penalty of a generated batch has no gradient in the generator's
+  graph (the interpolates a new leaf), as the instructions ask.
 """
 
 import fractions
@@ -134,6 +146,14 @@ def check_w1d(result, cases):
             raise Wrong("wasserstein_1d changed its arguments in place")
 
 
+def _crossing(x, y):
+    """Whether the monotone pairing of x and y (equal sizes) has gaps of both signs. Where it has not (the
+    samples apart, or one above the other entry by entry), W_1 is |mean x - mean y|, which needs no
+    sorting: each part with p = 1 has a case where the two differ."""
+    gaps = torch.sort(x).values - torch.sort(y).values
+    return bool((gaps > 0).any() and (gaps < 0).any())
+
+
 def _w1d_inputs(kind):
     def make(rng):
         generator, cases = _gen(rng), []
@@ -143,9 +163,12 @@ def _w1d_inputs(kind):
 
         if kind in ("p = 1", "p > 1"):
             powers = [1, 1, 1] if kind == "p = 1" else [2, rng.choice([3, 4]), round(rng.uniform(1.2, 2.8), 3)]
-            for p in powers:
+            for k, p in enumerate(powers):
                 n = rng.randint(4, 9)
-                add(_sample(generator, n, rng), _sample(generator, n, rng), p)
+                x, y = _sample(generator, n, rng), _sample(generator, n, rng)
+                while k == 0 and not _crossing(x, y):  # drawn again (about half the time): see _crossing
+                    x, y = _sample(generator, n, rng), _sample(generator, n, rng)
+                add(x, y, p)
             x, t = _sample(generator, rng.randint(3, 8), rng), round(rng.uniform(-3, 3), 4)
             add(x, _shuffled(x + t, generator), powers[1], "translate", t)
             if kind == "p = 1":
@@ -234,11 +257,18 @@ def _exact_1d(x, y, p=1):
 
 
 def _with_exact_1d(run):
-    """run() with _exact_1d as the notebook's wasserstein_1d; the student's is put back afterwards."""
+    """run() with _exact_1d as the notebook's wasserstein_1d on 1-D tensors (what the task allows); the
+    student's own still serves any other call (a task 1 written for batches), and is put back afterwards."""
     namespace = __student__  # noqa: F821 (the probe's: the notebook's globals)
     missing = object()
     saved = namespace.get("wasserstein_1d", missing)
-    namespace["wasserstein_1d"] = _exact_1d
+
+    def stand_in(x, y, p=1):
+        if saved is missing or (getattr(x, "ndim", None) == 1 and getattr(y, "ndim", None) == 1):
+            return _exact_1d(x, y, p)
+        return saved(x, y, p)
+
+    namespace["wasserstein_1d"] = stand_in
     try:
         return run()
     finally:
@@ -375,14 +405,14 @@ for _part in TASK2.parts:
 # ---------------------------------------------------------------------------------------------
 
 def _critic(layers, flat):
-    """The critic the probe hands to gradient_penalty: linear layers (weight, bias) with tanh between them;
-    scores of shape (n, 1), or (n,) when `flat`."""
+    """The critic the probe hands to gradient_penalty: linear layers (weight, bias), a tanh after the first
+    and a sigmoid after the second (when there are three); scores of shape (n, 1), or (n,) when `flat`."""
     import torch
 
     modules = []
     for k, (weight, bias) in enumerate(layers):
         if k:
-            modules.append(torch.nn.Tanh())
+            modules.append(torch.nn.Tanh() if k == 1 else torch.nn.Sigmoid())
         linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
         with torch.no_grad():
             linear.weight.copy_(weight)
@@ -394,14 +424,19 @@ def _critic(layers, flat):
 
 
 def _penalty_truth(real, fake, alpha, layers):
-    """The penalty, by the critic's input gradient written out, and its parameters (leaves) for autograd."""
+    """The penalty, by the critic's input gradient written out (the chain rule by hand, layer by layer:
+    tanh' = 1 - tanh^2, sigmoid' = s (1 - s)), and its parameters (leaves) for autograd."""
     params = [t.clone().requires_grad_(True) for layer in layers for t in layer]
+    weights = params[0::2]
     mixed = alpha[:, None] * real + (1 - alpha[:, None]) * fake
-    if len(layers) == 1:  # x -> w.x + b: the gradient is w at every point
-        slopes = params[0].expand(real.shape[0], -1)
-    else:  # x -> v.tanh(W x + c) + b
-        inner, bias, outer = params[0], params[1], params[2][0]
-        slopes = (outer * (1 - torch.tanh(mixed @ inner.T + bias) ** 2)) @ inner
+    slopes_of_hidden, z = [], mixed
+    for k, (weight, bias) in enumerate(zip(params[0:-2:2], params[1:-2:2])):
+        a = z @ weight.T + bias
+        z = torch.tanh(a) if k == 0 else torch.sigmoid(a)
+        slopes_of_hidden.append(1 - z ** 2 if k == 0 else z * (1 - z))
+    slopes = weights[-1].expand(real.shape[0], -1)  # the last layer's gradient in its input: its weight row
+    for weight, local in zip(reversed(weights[:-1]), reversed(slopes_of_hidden)):
+        slopes = (slopes * local) @ weight
     return ((torch.linalg.vector_norm(slopes, dim=1) - 1) ** 2).mean(), params
 
 
@@ -418,7 +453,9 @@ def penalty_probe(cases):
 
 
 def _penalty_words(real, layers):
-    shape = "linear" if len(layers) == 1 else f"one tanh layer of {layers[0][0].shape[0]} units"
+    widths = [weight.shape[0] for weight, _ in layers[:-1]]
+    shape = ("linear" if not widths else f"one tanh layer of {widths[0]} units" if len(widths) == 1
+             else f"a tanh layer of {widths[0]} units and a sigmoid layer of {widths[1]}")
     return f"a batch of {real.shape[0]} in dimension {real.shape[1]}, a critic with {shape}"
 
 
@@ -459,7 +496,8 @@ def check_penalty_grad(result, cases):
         want, params = _penalty_truth(real, fake, alpha, layers)
         close(got[0], want.detach(), **TOL, what=f"the penalty ({words})")
         truths = torch.autograd.grad(want, params, allow_unused=True)
-        names = ["weight", "bias"] if len(layers) == 1 else ["first weight", "first bias", "last weight", "last bias"]
+        places = {1: [""], 2: ["first ", "last "], 3: ["first ", "second ", "last "]}[len(layers)]
+        names = [place + kind for place in places for kind in ("weight", "bias")]
         if not isinstance(got[1], list) or len(got[1]) != len(params):
             raise Wrong("the probe's result has the wrong form")
         for name, mine, truth, leaf in zip(names, got[1], truths, params):
@@ -477,49 +515,62 @@ def penalty_care_probe(real, fake, alpha, layers, flat, marks):
     made = source * 1.0  # a batch with a generator's graph behind it
     got = gradient_penalty(critic, real, made, alpha)
     untouched = all(torch.equal(param.grad, mark) for param, mark in zip(critic.parameters(), marks))
-    return [got, untouched]
+    reaches = False  # whether the penalty has a gradient in the generated batch's source
+    if type(got) is torch.Tensor and got.requires_grad:
+        into, = torch.autograd.grad(got, source, allow_unused=True)
+        reaches = into is not None and bool(into.abs().max() > 0)
+    return [got, untouched, reaches]
 
 
 def check_penalty_care(result, real, fake, alpha, layers, flat, marks):
-    got, untouched = result
+    got, untouched, reaches = result
     words = _penalty_words(real, layers)
     want, _ = _penalty_truth(real, fake, alpha, layers)
     close(got, want.detach(), **TOL, what=f"the penalty of a generated batch that requires a gradient ({words})")
     if untouched is not True:
         raise Wrong("gradient_penalty changed the .grad of the critic's parameters: compute the gradient at the "
                     "interpolates with torch.autograd.grad, and return the penalty without back-propagating it")
+    if reaches is not False:
+        raise Wrong("the penalty of a generated batch has a gradient in the generator's graph: it should depend "
+                    "on the critic's parameters only (make the interpolates a new leaf)")
 
 
-def _penalty_case(rng, generator, linear=False):
-    n, d, hidden = rng.randint(4, 8), rng.randint(2, 4), rng.randint(3, 6)
+def _penalty_case(rng, generator, kind="tanh"):
+    """A batch, mixing weights and a critic: linear, one tanh layer, or a tanh and a sigmoid layer ("deep").
+    The last bias is large (|b| > 1e6): scores far from 0, where a difference quotient of the critic loses
+    its digits (an error of about ulp(b) / h), and autograd loses none."""
+    n, d = rng.randint(4, 8), rng.randint(2, 4)
     real = torch.randn(n, d, generator=generator, dtype=F64)
     fake = rng.uniform(1, 3) + 0.5 * torch.randn(n, d, generator=generator, dtype=F64)
     alpha = torch.rand(n, generator=generator, dtype=F64)
-    if linear:
-        layers = [(rng.uniform(0.3, 1.5) * torch.randn(1, d, generator=generator, dtype=F64),
-                   torch.randn(1, generator=generator, dtype=F64))]
-    else:
-        layers = [(torch.randn(hidden, d, generator=generator, dtype=F64), torch.randn(hidden, generator=generator, dtype=F64)),
-                  (torch.randn(1, hidden, generator=generator, dtype=F64), torch.randn(1, generator=generator, dtype=F64))]
+    widths = {"linear": [], "tanh": [rng.randint(3, 6)], "deep": [rng.randint(3, 5), rng.randint(2, 4)]}[kind]
+    sizes, layers = [d, *widths, 1], []
+    for into, out in zip(sizes, sizes[1:]):
+        scale = rng.uniform(0.3, 1.5) if kind == "linear" else 1.5 if out == 1 and kind == "deep" else 1.0
+        layers.append((scale * torch.randn(out, into, generator=generator, dtype=F64),
+                       torch.randn(out, generator=generator, dtype=F64)))
+    top = rng.choice([-1, 1]) * 10 ** rng.uniform(6, 7)
+    layers[-1] = (layers[-1][0], torch.full((1,), top, dtype=F64))
     return real, fake, alpha, layers, rng.random() < 0.5
 
 
 def _penalty_inputs(kind):
     def make(rng):
         generator = _gen(rng)
-        cases = [_penalty_case(rng, generator) for _ in range(2)]
+        cases = [_penalty_case(rng, generator), _penalty_case(rng, generator, "deep")]
         if kind == "value":
-            cases.append(_penalty_case(rng, generator, linear=True))
+            cases.append(_penalty_case(rng, generator, "linear"))
             real, fake, alpha, layers, flat = _penalty_case(rng, generator)
             ends = (torch.rand(real.shape[0], generator=generator, dtype=F64) < 0.5).to(F64)
-            cases.append((real, fake, ends, layers, not flat))  # weights 0 and 1: at the samples themselves
-        return {"cases": cases}
+            cases.append((real, fake, ends, layers, flat))  # weights 0 and 1: at the samples themselves
+        flip = rng.random() < 0.5  # scores of shape (n, 1) and (n,) in turn: both in every part
+        return {"cases": [(*case[:4], (k % 2 == 1) != flip) for k, case in enumerate(cases)]}
     return make
 
 
 def _penalty_care_inputs(rng):
     generator = _gen(rng)
-    real, fake, alpha, layers, flat = _penalty_case(rng, generator)
+    real, fake, alpha, layers, flat = _penalty_case(rng, generator, "deep")
     marks = [torch.randn(t.shape, generator=generator, dtype=F64) for layer in layers for t in layer]
     return {"real": real, "fake": fake, "alpha": alpha, "layers": layers, "flat": flat, "marks": marks}
 
@@ -528,12 +579,14 @@ TASK3 = Task(
     restricted=Restricted(cells=["task3_penalty"], **WITHOUT),
     parts=[
         Part(1.5, "the value: the mean over the batch of (|grad D(x_hat_i)| - 1)^2 at x_hat_i = alpha_i r_i + "
-                  "(1 - alpha_i) f_i, for linear critics ((|w| - 1)^2) and critics with a tanh layer, scores of "
-                  "shape (n, 1) or (n,)", penalty_probe, check_penalty, _penalty_inputs("value")),
+                  "(1 - alpha_i) f_i, for linear critics ((|w| - 1)^2) and critics with one or two hidden layers, "
+                  "scores of shape (n, 1) or (n,) and far from 0 (by autograd, not finite differences)",
+             penalty_probe, check_penalty, _penalty_inputs("value")),
         Part(1.5, "differentiable in the critic's parameters (create_graph): the gradient of the penalty in every "
                   "weight and bias of the critic", penalty_grad_probe, check_penalty_grad, _penalty_inputs("grad")),
-        Part(0.5, "in a training loop: a generated batch that requires a gradient, and the .grad of the critic's "
-                  "parameters left as they were", penalty_care_probe, check_penalty_care, _penalty_care_inputs),
+        Part(0.5, "in a training loop: a generated batch that requires a gradient, which the penalty does not "
+                  "reach into, and the .grad of the critic's parameters left as they were", penalty_care_probe,
+             check_penalty_care, _penalty_care_inputs),
     ])
 for _part in TASK3.parts:
     _part.helpers = (_critic,)

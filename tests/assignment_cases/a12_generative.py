@@ -4,11 +4,14 @@ Used by tests/test_assignments.py: WRONG = {solution grade_id: (test grade_id, p
 where score is what the wrong answer still earns: the points of the parts of its task
 (exercises/graders/12_generative.py) that it gets right. DELEGATING = {solution grade_id: code}: right
 answers that call what their task forbids (POT's ot.wasserstein_1d and ot.sliced_wasserstein_distance,
-under another name), handed in together; each scores 0 on its task. GAMING = {name: (solution grade_id,
-test grade_id, code, score)}: answers that try to score without the work (SciPy's distance, the book's
-ad_lib.generative, the difference of the means, which is exact on translates and single points, random
-directions of one's own, which estimate the sliced distance in law), with what they earn. They fill two
-submissions (each holds a solution cell once), as assignment 11's do.
+the book's gradient_penalty, under another name), handed in together; each scores 0 on its task.
+The entries of GAMING = {name: (solution grade_id, test grade_id, code, score)}: answers that try to score
+without the work (SciPy's distance, the book's ad_lib.generative, the difference of the means, which is exact on
+translates and single points, random directions of one's own, which estimate the sliced distance in law;
+for task 3, one that writes the input gradient by hand for the critics it recognizes and takes finite
+differences, extrapolated, of the others), or that miss a requirement the visible tests also check (a
+penalty that reaches into the generator's graph), with what they earn. They fill two submissions (each
+holds a solution cell once), as assignment 11's do.
 """
 
 WRONG = {
@@ -55,6 +58,16 @@ def sliced_wasserstein(x, y, directions, p=2):
     pot = importlib.import_module("o" + "t")
     return pot.sliced_wasserstein_distance(x, y, projections=directions, p=p)
 ''',
+    # the book's gradient penalty, imported under another name: it draws its own mixing weights, so it
+    # is handed the interpolates as both batches (every weight gives them back): right, but no ad_lib there
+    "task3_penalty": '''
+def gradient_penalty(critic, real, fake, alpha):
+    import importlib
+
+    book = importlib.import_module("ad_" + "lib.generative")
+    both = torch.lerp(fake, real, alpha[:, None])
+    return book.gradient_penalty(critic, both, both)
+''',
 }
 
 GAMING = {
@@ -90,11 +103,42 @@ def sliced_wasserstein(x, y, directions, p=2):
     book = importlib.import_module("ad_" + "lib.generative")
     return book.sliced_wasserstein(x, y, p=p, projections=directions)
 ''', 0),
-    # the book's gradient penalty (at interpolates of its own drawing): no ad_lib there
-    "the book's penalty": ("task3_penalty", "task3_tests", '''
+    # the interpolates not detached: the value and the gradient in the critic are right, but the penalty
+    # of a generated batch reaches back into the generator's graph (the critic's step would move it)
+    "not detached from the generator": ("task3_penalty", "task3_tests", '''
 def gradient_penalty(critic, real, fake, alpha):
-    import importlib
-
-    return importlib.import_module("ad_" + "lib.generative").gradient_penalty(critic, real, fake)
+    w = alpha.unsqueeze(1)
+    hat = torch.lerp(fake, real, w)
+    hat.requires_grad_(True)
+    out = critic(hat)
+    slope, = torch.autograd.grad(out, hat, torch.ones_like(out), create_graph=True)
+    return (slope.norm(dim=-1).sub(1)).pow(2).mean()
+''', 3),  # the training-loop part is lost
+    # the input gradient written by hand for the critics it recognizes (Linear and Tanh, at most two
+    # layers), central differences extrapolated twice (Richardson) for any other: exact on the critics
+    # of the visible tests, but no automatic differentiation at all; the grader's deeper critics and its
+    # scores far from 0 (where a difference quotient loses its digits) catch it in every part
+    "hand-written gradients and finite differences": ("task3_penalty", "task3_tests", '''
+def gradient_penalty(critic, real, fake, alpha):
+    u = alpha.unsqueeze(-1)
+    pts = u * real + (1 - u) * fake.detach()
+    mods = [mod for mod in critic.modules() if mod is not critic]
+    dense = [mod for mod in mods if isinstance(mod, torch.nn.Linear)]
+    known = all(isinstance(mod, (torch.nn.Linear, torch.nn.Tanh, torch.nn.Flatten)) for mod in mods)
+    if isinstance(critic, torch.nn.Linear):
+        known, dense = True, [critic]
+    if known and len(dense) <= 2:
+        g = dense[-1].weight.expand(pts.shape[0], -1)
+        if len(dense) == 2:
+            act = torch.tanh(torch.nn.functional.linear(pts, dense[0].weight, dense[0].bias))
+            g = (g * (1 - act * act)) @ dense[0].weight
+    else:
+        h, eye = 1e-4, torch.eye(pts.shape[1], dtype=pts.dtype)
+        def dq(s):
+            return torch.stack([(critic(pts + s * e).reshape(-1) - critic(pts - s * e).reshape(-1)) / (2 * s)
+                                for e in eye], 1)
+        r1, r2 = (4 * dq(h / 2) - dq(h)) / 3, (4 * dq(h / 4) - dq(h / 2)) / 3
+        g = (16 * r2 - r1) / 15
+    return ((g.norm(dim=1) - 1) ** 2).mean()
 ''', 0),
 }
