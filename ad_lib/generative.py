@@ -44,7 +44,7 @@ __all__ = [
 
 # -- argument checks --------------------------------------------------------------------------------
 
-def _check_tensor(name, x, dim=None, min_dim=None):
+def _check_tensor(name, x, dim=None, min_dim=None, finite=True):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -55,6 +55,23 @@ def _check_tensor(name, x, dim=None, min_dim=None):
         raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if finite and not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} must be finite, got {int((~torch.isfinite(x.detach())).sum())} NaN or infinite "
+                         f"entries (of {x.numel()})")
+
+
+def _check_like(name, x, reference_name, reference):
+    """x must have the dtype and the device of reference."""
+    if x.dtype != reference.dtype or x.device != reference.device:
+        raise ValueError(f"{name} must have the dtype and device of {reference_name} ({reference.dtype} on "
+                         f"{reference.device}), got {x.dtype} on {x.device}")
+
+
+def _check_scalar_output(name, out, n):
+    """A critic's or a discriminator's output on n points must be one value per point: shape (n,) or (n, 1)."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) not in ((n,), (n, 1)):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} must return one value per sample, shape ({n},) or ({n}, 1), got {shape}")
 
 
 def _check_real(name, value, low=None, low_open=False, high=None):
@@ -80,9 +97,23 @@ def _check_int(name, value, low=1):
     return int(value)
 
 
-def _check_generator(generator):
+def _check_generator(generator, device=None):
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and device is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator must be a torch.Generator on the device of the samples ({torch.device(device)}), "
+                         f"got one on {generator.device}")
+
+
+def _check_dtype(dtype):
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype or None, got {dtype}")
+
+
+def _check_activation(name, activation):
+    if isinstance(activation, nn.Module) or not callable(activation):
+        raise TypeError(f"{name} must be a module class such as torch.nn.ReLU (called once per layer), "
+                        f"got {activation!r}")
 
 
 def _check_module(name, module):
@@ -90,9 +121,9 @@ def _check_module(name, module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
 
 
-def _check_same_feature_dim(x, y):
+def _check_same_feature_dim(x, y, y_name="y"):
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension d (shape (n, d) and (m, d)), "
+        raise ValueError(f"x and {y_name} must have the same dimension d (shape (n, d) and (m, d)), "
                          f"got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
@@ -127,6 +158,11 @@ def gaussian_log_likelihood(x, mean, covariance):
     if mean.shape[0] != d or covariance.shape != (d, d):
         raise ValueError(f"mean must have shape ({d},) and covariance ({d}, {d}) for x of shape {tuple(x.shape)}, "
                          f"got {tuple(mean.shape)} and {tuple(covariance.shape)}")
+    _check_like("mean", mean, "x", x)
+    _check_like("covariance", covariance, "x", x)
+    asymmetry = float((covariance - covariance.T).detach().abs().max())
+    if asymmetry > 1e3 * torch.finfo(x.dtype).eps * float(covariance.detach().abs().max()):
+        raise ValueError(f"covariance must be symmetric, got max |S - S^T| = {asymmetry:.3g}")
     factor, info = torch.linalg.cholesky_ex(covariance)
     if int(info) != 0:
         raise ValueError("covariance must be symmetric positive definite (its Cholesky factorization failed at "
@@ -146,7 +182,8 @@ def kde_log_likelihood(x, samples, bandwidth):
     """
     _check_tensor("x", x, dim=2)
     _check_tensor("samples", samples, dim=2)
-    _check_same_feature_dim(x, samples)
+    _check_same_feature_dim(x, samples, "samples")
+    _check_like("samples", samples, "x", x)
     h = _check_real("bandwidth", bandwidth, low=0.0, low_open=True)
     d, m = x.shape[1], samples.shape[0]
     squared = torch.cdist(x, samples) ** 2
@@ -163,6 +200,7 @@ def ring_centers(modes=8, radius=2.0, dtype=None, device=None):
     """
     modes = _check_int("modes", modes)
     radius = _check_real("radius", radius, low=0.0, low_open=True)
+    _check_dtype(dtype)
     angles = 2 * math.pi * torch.arange(modes, dtype=dtype or torch.get_default_dtype(), device=device) / modes
     return radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
 
@@ -176,7 +214,7 @@ def ring_of_gaussians(n, modes=8, radius=2.0, std=0.02, generator=None, dtype=No
     """
     n = _check_int("n", n)
     std = _check_real("std", std, low=0.0, low_open=True)
-    _check_generator(generator)
+    _check_generator(generator, device or "cpu")
     centers = ring_centers(modes, radius, dtype=dtype, device=device)
     labels = torch.randint(centers.shape[0], (n,), generator=generator, device=device)
     noise = torch.randn(n, 2, generator=generator, dtype=centers.dtype, device=device)
@@ -217,7 +255,12 @@ def mlp(sizes, activation=nn.ReLU, final_activation=None):
     layers; ``final_activation``, if given, after the last one. Returns a ``torch.nn.Sequential``.
     See chapter 12, section "Generative adversarial networks".
     """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of layer widths such as [2, 64, 64, 1], got {sizes!r}")
     sizes = list(sizes)
+    _check_activation("activation", activation)
+    if final_activation is not None:
+        _check_activation("final_activation", final_activation)
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least two layer widths (input and output), got {sizes}")
     for s in sizes:
@@ -252,9 +295,16 @@ def gan_step(generator, discriminator, real, z, g_optimizer, d_optimizer, loss="
     _check_tensor("z", z, dim=2)
     if loss not in _GAN_LOSSES:
         raise ValueError(f"loss must be one of {_GAN_LOSSES}, got {loss!r}")
+    for name, optimizer in (("g_optimizer", g_optimizer), ("d_optimizer", d_optimizer)):
+        if not (callable(getattr(optimizer, "zero_grad", None)) and callable(getattr(optimizer, "step", None))):
+            raise TypeError(f"{name} must be an optimizer (with zero_grad() and step()), "
+                            f"got {type(optimizer).__name__}")
     bce = nn.functional.binary_cross_entropy_with_logits
-    fake = generator(z)
-    real_logit, fake_logit = discriminator(real), discriminator(fake.detach())
+    fake = _generate(generator, z)
+    if fake.shape[1:] != real.shape[1:]:
+        raise ValueError(f"generator(z) must have the shape of the data, (b, {real.shape[1]}), got {tuple(fake.shape)}")
+    real_logit, fake_logit = _call("discriminator", discriminator, real, "data"), discriminator(fake.detach())
+    _check_scalar_output("discriminator", real_logit, real.shape[0])
     d_loss = bce(real_logit, torch.ones_like(real_logit)) + bce(fake_logit, torch.zeros_like(fake_logit))
     d_optimizer.zero_grad()
     d_loss.backward()
@@ -271,6 +321,50 @@ def gan_step(generator, discriminator, real, z, g_optimizer, d_optimizer, loss="
     return float(d_loss.detach()), float(g_loss.detach())
 
 
+def _call(name, module, x, what="inputs"):
+    """module(x), with a shape mismatch between x and the module's first layer as a ValueError naming both."""
+    try:
+        return module(x)
+    except RuntimeError as error:
+        if "shape" not in str(error) and "size" not in str(error):
+            raise
+        raise ValueError(f"{name} does not accept {what} of shape {tuple(x.shape)}: {error}") from None
+
+
+def _generate(generator, z):
+    """generator(z), with a mismatch between the latent codes z (b, k) and the generator's input as a ValueError."""
+    out = _call("the generator", generator, z, f"latent codes (latent_dim = {z.shape[-1]})")
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ValueError(f"generator(z) must return samples of shape (b, d), got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    return out
+
+
+def _sample(sample_data, n, rng, like):
+    """sample_data(n, rng), checked: a finite floating tensor (n, d) with the generator's dtype and device."""
+    real = sample_data(n, rng)
+    _check_tensor("sample_data(n, generator)", real, dim=2)
+    if real.shape[0] != n:
+        raise ValueError(f"sample_data(n, generator) must return n = {n} samples, got shape {tuple(real.shape)}")
+    _check_like("sample_data(n, generator)", real, "the generator's parameters", like)
+    return real
+
+
+def _check_generated(fake, real, step):
+    """The generator's samples must have the data's shape and be finite (NaN samples: a diverged run)."""
+    if fake.shape[1:] != real.shape[1:]:
+        raise ValueError(f"generator(z) must have the shape of the data, (b, {real.shape[1]}), got {tuple(fake.shape)}")
+    if not bool(torch.isfinite(fake.detach()).all()):
+        raise FloatingPointError(f"the generator's samples are NaN or infinite at step {step}: training diverged; "
+                                 "lower the learning rate")
+
+
+def _check_finite_loss(name, value, step):
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{name} is {value} at step {step}: training diverged; lower the learning rate")
+    return value
+
+
 def _first_parameter(module):
     try:
         return next(module.parameters())
@@ -279,29 +373,43 @@ def _first_parameter(module):
 
 
 def _check_training(generator, other, other_name, sample_data, latent_dim, steps, batch_size, snapshot_z,
-                    snapshot_every):
+                    snapshot_every, seed):
     _check_module("generator", generator)
     if other is not None:
         _check_module(other_name, other)
     if not callable(sample_data):
         raise TypeError("sample_data must be a callable sample_data(n, generator) -> (n, d), "
                         f"got {type(sample_data).__name__}")
-    _check_int("latent_dim", latent_dim)
+    latent_dim = _check_int("latent_dim", latent_dim)
     _check_int("steps", steps, low=0)
     _check_int("batch_size", batch_size)
     _check_int("snapshot_every", snapshot_every, low=0)
+    _check_int("seed", seed, low=0)
+    reference = _first_parameter(generator)
     if snapshot_z is not None:
         _check_tensor("snapshot_z", snapshot_z, dim=2)
+        if snapshot_z.shape[1] != latent_dim:
+            raise ValueError(f"snapshot_z must have shape (n, latent_dim) = (n, {latent_dim}), "
+                             f"got {tuple(snapshot_z.shape)}")
+        _check_like("snapshot_z", snapshot_z, "the generator's parameters", reference)
+    return reference
 
 
 def _snapshot(history, step, generator, snapshot_z, snapshot_every, steps):
     if snapshot_z is not None and snapshot_every and (step % snapshot_every == 0 or step == steps):
         with torch.no_grad():
-            history["snapshots"].append((step, generator(snapshot_z).detach().clone()))
+            history["snapshots"].append((step, _generate(generator, snapshot_z).detach().clone()))
+
+
+_BAR_INTERVAL = 30.0      # seconds between redraws of a progress bar
 
 
 def _bar(steps, progress, description):
-    return tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=2.0, ncols=80, leave=True)
+    """A text bar over the steps 1..steps. It redraws at most every 30 s: a notebook built to HTML (myst-nb
+    turns each redraw into a line of its own) shows a run shorter than that as two lines, the start and the
+    final count with its time and rate; a terminal or a live notebook redraws the line in place."""
+    return tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=_BAR_INTERVAL, ncols=80,
+                leave=True)
 
 
 def train_gan(generator, discriminator, sample_data, latent_dim, steps, batch_size=256, lr=1e-3, betas=(0.5, 0.999),
@@ -311,24 +419,24 @@ def train_gan(generator, discriminator, sample_data, latent_dim, steps, batch_si
     ``sample_data(n, generator)`` returns n data samples (n, d) drawn with the ``torch.Generator``
     it is passed; latent codes are standard Gaussians (batch_size, latent_dim). All randomness comes
     from ``seed``. Every ``snapshot_every`` steps (and at the first and last), the generator's image
-    of the fixed codes ``snapshot_z`` is kept. A text progress bar (``tqdm.std``) shows when
-    ``progress``. Returns ``{"d_loss": [...], "g_loss": [...], "snapshots": [(step, samples)]}``.
-    See chapter 12, section "Generative adversarial networks".
+    of the fixed codes ``snapshot_z`` is kept. A text progress bar (``tqdm.std``, redrawn at most every
+    30 s) shows when ``progress``. A NaN or infinite loss (a diverged run) raises ``FloatingPointError``.
+    Returns ``{"d_loss": [...], "g_loss": [...], "snapshots": [(step, samples)]}``. See chapter 12,
+    section "Generative adversarial networks".
     """
-    _check_training(generator, discriminator, "discriminator", sample_data, latent_dim, steps, batch_size, snapshot_z,
-                    snapshot_every)
-    reference = _first_parameter(generator)
+    reference = _check_training(generator, discriminator, "discriminator", sample_data, latent_dim, steps, batch_size,
+                                snapshot_z, snapshot_every, seed)
     rng = torch.Generator(device=reference.device).manual_seed(seed)
     g_opt = optim.Adam(generator.parameters(), lr=lr, betas=betas)
     d_opt = optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     history = {"d_loss": [], "g_loss": [], "snapshots": []}
     _snapshot(history, 0, generator, snapshot_z, snapshot_every, steps)
     for step in _bar(steps, progress, f"GAN ({loss})"):
-        real = sample_data(batch_size, rng)
+        real = _sample(sample_data, batch_size, rng, reference)
         z = torch.randn(batch_size, latent_dim, generator=rng, dtype=reference.dtype, device=reference.device)
         d_loss, g_loss = gan_step(generator, discriminator, real, z, g_opt, d_opt, loss=loss)
-        history["d_loss"].append(d_loss)
-        history["g_loss"].append(g_loss)
+        history["d_loss"].append(_check_finite_loss("the discriminator's loss", d_loss, step))
+        history["g_loss"].append(_check_finite_loss("the generator's loss", g_loss, step))
         _snapshot(history, step, generator, snapshot_z, snapshot_every, steps)
     return history
 
@@ -356,19 +464,27 @@ def gradient_penalty(critic, real, fake, generator=None):
     The points ``x_hat_i = e_i real_i + (1 - e_i) fake_i``, with ``e_i ~ U[0, 1]`` (drawn with
     ``generator``), lie on the segments between real (b, d) and fake (b, d) samples. The gradient
     is taken with ``create_graph=True``, so the penalty is differentiable in the critic's parameters
-    (a double backward pass); fake is detached. See chapter 12, section "Wasserstein GANs",
-    :eq:`eq-ch12-gp`.
+    (a double backward pass); fake is detached. The critic returns one value per point, shape (b,) or
+    (b, 1); one constant in x has gradient 0 there, and penalty 1. See chapter 12, section
+    "Wasserstein GANs", :eq:`eq-ch12-gp`.
     """
     _check_module("critic", critic)
     _check_tensor("real", real, dim=2)
     _check_tensor("fake", fake, dim=2)
     if real.shape != fake.shape:
         raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
-    _check_generator(generator)
+    _check_like("fake", fake, "real", real)
+    _check_generator(generator, real.device)
     e = torch.rand(real.shape[0], 1, generator=generator, dtype=real.dtype, device=real.device)
     x_hat = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat)
-    grad, = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    out = _call("critic", critic, x_hat, "points")
+    _check_scalar_output("critic", out, real.shape[0])
+    if out.requires_grad:
+        grad, = torch.autograd.grad(out.sum(), x_hat, create_graph=True, allow_unused=True)
+    else:
+        grad = None
+    if grad is None:                                                       # a critic constant in x: gradient zero
+        grad = torch.zeros_like(x_hat)
     return ((grad.norm(dim=1) - 1) ** 2).mean()
 
 
@@ -382,13 +498,17 @@ def lipschitz_estimate(critic, x, y=None):
     """
     _check_module("critic", critic)
     _check_tensor("x", x, dim=2)
-    points = x.detach().clone().requires_grad_(True)
-    grad, = torch.autograd.grad(critic(points).sum(), points)
-    estimate = grad.norm(dim=1).max()
     if y is not None:
         _check_tensor("y", y, dim=2)
         if y.shape != x.shape:
             raise ValueError(f"y must have the shape of x, {tuple(x.shape)}, got {tuple(y.shape)}")
+        _check_like("y", y, "x", x)
+    points = x.detach().clone().requires_grad_(True)
+    out = _call("critic", critic, points, "points")
+    _check_scalar_output("critic", out, x.shape[0])
+    grad = torch.autograd.grad(out.sum(), points, allow_unused=True)[0] if out.requires_grad else None
+    estimate = grad.norm(dim=1).max() if grad is not None else x.new_zeros(())
+    if y is not None:
         with torch.no_grad():
             gap = (critic(x) - critic(y)).reshape(x.shape[0]).abs()
             quotient = gap / (x - y).norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
@@ -401,10 +521,23 @@ def lipschitz_upper_bound(module):
 
     The product over the ``nn.Linear`` layers of module of the spectral norms of their weights (the
     largest singular value): each layer is Lipschitz with that constant, each ReLU, leaky ReLU or
-    tanh with 1, and constants multiply along a composition. Returns a scalar tensor. See chapter 12,
-    section "Wasserstein GANs".
+    tanh with 1, and constants multiply along a composition. Returns a scalar tensor. The module
+    must be an ``nn.Linear`` or an ``nn.Sequential`` (nested or not) of ``nn.Linear`` layers and
+    1-Lipschitz activations (ReLU, LeakyReLU and ELU with slope parameter at most 1, ReLU6, Tanh,
+    Hardtanh, Sigmoid, Softplus, Identity): any other layer is a ``ValueError``, since the product
+    would not bound it. See chapter 12, section "Wasserstein GANs".
     """
     _check_module("module", module)
+    for layer in module.modules():
+        if isinstance(layer, (nn.Sequential, nn.Linear, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Sigmoid,
+                              nn.Softplus, nn.Identity)):
+            continue
+        if isinstance(layer, nn.LeakyReLU) and abs(layer.negative_slope) <= 1:
+            continue
+        if isinstance(layer, nn.ELU) and 0 <= layer.alpha <= 1:
+            continue
+        raise ValueError(f"module must compose nn.Linear layers and 1-Lipschitz activations only, "
+                         f"got a {type(layer).__name__} layer, which the product of spectral norms does not bound")
     bound = None
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
@@ -429,16 +562,16 @@ def train_wgan(generator, critic, sample_data, latent_dim, steps, method="penalt
     al.); ``"penalty"`` adds ``penalty_weight`` times :func:`gradient_penalty` to its loss (Adam with
     ``betas``, as in Gulrajani et al.). The generator descends ``-mean f(G(z))``. ``steps`` counts
     generator steps. Returns ``{"critic_loss", "g_loss", "w_estimate", "snapshots"}``, where
-    ``w_estimate`` is the last critic's ``mean f(real) - mean f(fake)`` at each step. See chapter 12,
-    section "Wasserstein GANs".
+    ``w_estimate`` is the last critic's ``mean f(real) - mean f(fake)`` at each step. A diverged run (NaN
+    samples or losses) raises ``FloatingPointError``. See chapter 12, section "Wasserstein GANs".
     """
-    _check_training(generator, critic, "critic", sample_data, latent_dim, steps, batch_size, snapshot_z, snapshot_every)
+    reference = _check_training(generator, critic, "critic", sample_data, latent_dim, steps, batch_size, snapshot_z,
+                                snapshot_every, seed)
     if method not in _WGAN_METHODS:
         raise ValueError(f"method must be one of {_WGAN_METHODS}, got {method!r}")
     _check_int("n_critic", n_critic)
     clip = _check_real("clip", clip, low=0.0, low_open=True)
     penalty_weight = _check_real("penalty_weight", penalty_weight, low=0.0)
-    reference = _first_parameter(generator)
     rng = torch.Generator(device=reference.device).manual_seed(seed)
     g_opt = optim.Adam(generator.parameters(), lr=lr, betas=betas)
     if method == "clip":
@@ -454,10 +587,13 @@ def train_wgan(generator, critic, sample_data, latent_dim, steps, method="penalt
 
     for step in _bar(steps, progress, f"WGAN ({method})"):
         for _ in range(n_critic):
-            real = sample_data(batch_size, rng)
+            real = _sample(sample_data, batch_size, rng, reference)
             with torch.no_grad():
-                fake = generator(latent())
-            gap = critic(real).mean() - critic(fake).mean()
+                fake = _generate(generator, latent())
+            _check_generated(fake, real, step)
+            real_value = _call("critic", critic, real, "data")
+            _check_scalar_output("critic", real_value, batch_size)
+            gap = real_value.mean() - critic(fake).mean()
             critic_loss = -gap
             if method == "penalty":
                 critic_loss = critic_loss + penalty_weight * gradient_penalty(critic, real, fake, generator=rng)
@@ -470,8 +606,8 @@ def train_wgan(generator, critic, sample_data, latent_dim, steps, method="penalt
         g_opt.zero_grad()
         g_loss.backward()
         g_opt.step()
-        history["critic_loss"].append(float(critic_loss.detach()))
-        history["g_loss"].append(float(g_loss.detach()))
+        history["critic_loss"].append(_check_finite_loss("the critic's loss", float(critic_loss.detach()), step))
+        history["g_loss"].append(_check_finite_loss("the generator's loss", float(g_loss.detach()), step))
         history["w_estimate"].append(float(gap.detach()))
         _snapshot(history, step, generator, snapshot_z, snapshot_every, steps)
     return history
@@ -479,13 +615,13 @@ def train_wgan(generator, critic, sample_data, latent_dim, steps, method="penalt
 
 # -- Wasserstein distances by sorting ---------------------------------------------------------------
 
-def _quantile_pairs(n, m, device):
+def _quantile_pairs(n, m, device, dtype):
     """The indices (i_k, j_k) and lengths w_k of the pieces of [0, 1] on which the quantile functions of
     the uniform measures on n and m sorted points are constant: sorted x[i_k] is coupled to sorted y[j_k]
     with mass w_k. The breakpoints i/n and j/m are compared as the integers i*m and j*n, exactly."""
     breaks = torch.cat([torch.arange(1, n + 1, device=device) * m, torch.arange(1, m + 1, device=device) * n])
     breaks = torch.unique(breaks)                                          # sorted, the last one is n*m
-    lengths = torch.diff(breaks, prepend=breaks.new_zeros(1)).double() / (n * m)
+    lengths = torch.diff(breaks, prepend=breaks.new_zeros(1)).to(dtype) / (n * m)        # no float64 on MPS
     # the piece (q_{k-1}, q_k] lies under x's step i with i*m >= q_k > (i-1)*m: i = ceil(q_k / m) - 1 (0-based)
     i = torch.div(breaks + m - 1, m, rounding_mode="floor") - 1
     j = torch.div(breaks + n - 1, n, rounding_mode="floor") - 1
@@ -497,9 +633,22 @@ def _wasserstein_power_sorted(x_sorted, y_sorted, p):
     n, m = x_sorted.shape[0], y_sorted.shape[0]
     if n == m:
         return ((x_sorted - y_sorted).abs() ** p).mean(0)
-    i, j, lengths = _quantile_pairs(n, m, x_sorted.device)
+    i, j, lengths = _quantile_pairs(n, m, x_sorted.device, x_sorted.dtype)
     gaps = (x_sorted[i] - y_sorted[j]).abs() ** p
-    return (lengths.to(gaps.dtype)[:, None] * gaps).sum(0)
+    return (lengths[:, None] * gaps).sum(0)
+
+
+def _root(power, p):
+    """power^(1/p), with the gradient 0 (a subgradient) where power = 0 instead of 0 * inf = NaN.
+
+    W_p = (W_p^p)^(1/p) is, like a norm, not differentiable where it vanishes (x and y the same
+    measure): d/dt t^(1/p) is infinite at t = 0 for p > 1, and the chain rule would multiply it by
+    the zero gradient of W_p^p."""
+    if p == 1:
+        return power
+    positive = power > 0
+    safe = torch.where(positive, power, torch.ones_like(power))
+    return torch.where(positive, safe ** (1 / p), torch.zeros_like(power))
 
 
 def wasserstein_1d(x, y, p=1):
@@ -508,18 +657,21 @@ def wasserstein_1d(x, y, p=1):
     In one dimension the optimal coupling is monotone: ``W_p^p = int_0^1 |F_x^{-1}(t) - F_y^{-1}(t)|^p dt``
     with the quantile functions, which are step functions of the sorted samples; for n = m it is
     ``mean_i |x_(i) - y_(i)|^p``. Returns ``W_p`` itself (a scalar), not ``W_p^p`` (POT's
-    ``ot.wasserstein_1d`` returns ``W_p^p``). O((n + m) log(n + m)); differentiable by autograd (through
-    the sort) almost everywhere. p >= 1. See chapter 12, section "Minimum Kantorovich estimators",
-    :eq:`eq-ch12-w1d`.
+    ``ot.wasserstein_1d`` returns ``W_p^p``). O((n + m) log(n + m)); p >= 1 (a real number).
+
+    Gradients are autograd's through ``torch.sort``, exact wherever no two points of x (or of y) tie and
+    W_p > 0. At a tie the distance generally has a kink (it is not differentiable): the gradient is then
+    that of the piece in which the tied points keep the order the sort gave them, a one-sided
+    derivative; its sum over the tied points (the derivative for moving them together) is exact. Where
+    W_p = 0 (for p > 1) the gradient is 0, a subgradient, rather than NaN. See chapter 12, section
+    "Minimum Kantorovich estimators", :eq:`eq-ch12-w1d`.
     """
     _check_tensor("x", x, dim=1)
     _check_tensor("y", y, dim=1)
     p = _check_real("p", p, low=1.0)
-    if x.dtype != y.dtype or x.device != y.device:
-        raise ValueError(f"x and y must have the same dtype and device, "
-                         f"got {x.dtype} on {x.device} and {y.dtype} on {y.device}")
+    _check_like("y", y, "x", x)
     power = _wasserstein_power_sorted(torch.sort(x).values[:, None], torch.sort(y).values[:, None], p)[0]
-    return power if p == 1 else power ** (1 / p)
+    return _root(power, p)
 
 
 def random_projections(d, n_projections, generator=None, dtype=None, device=None):
@@ -530,7 +682,8 @@ def random_projections(d, n_projections, generator=None, dtype=None, device=None
     """
     d = _check_int("d", d)
     n_projections = _check_int("n_projections", n_projections)
-    _check_generator(generator)
+    _check_generator(generator, device or "cpu")
+    _check_dtype(dtype)
     dtype = dtype or torch.get_default_dtype()
     directions = torch.randn(d, n_projections, generator=generator, dtype=dtype, device=device)
     return directions / directions.norm(dim=0, keepdim=True)
@@ -541,17 +694,16 @@ def sliced_wasserstein(x, y, n_projections=50, p=2, projections=None, generator=
 
     ``SW_p = (mean_l W_p^p(<theta_l, x>, <theta_l, y>))^(1/p)`` over the columns theta_l of
     ``projections`` (d, L), or of ``n_projections`` :func:`random_projections` drawn with
-    ``generator``; each 1-D distance is exact, by sorting (:func:`wasserstein_1d`). This is the
-    quantity ``ot.sliced_wasserstein_distance(x, y, n_projections, p, projections)`` returns.
-    A scalar, differentiable in x and y. See chapter 12, section "The sliced Wasserstein distance",
-    :eq:`eq-ch12-sw`.
+    ``generator`` (on x's device); each 1-D distance is exact, by sorting (:func:`wasserstein_1d`). Given
+    projections are used as they are (not normalized). This is the quantity
+    ``ot.sliced_wasserstein_distance(x, y, n_projections, p, projections)`` returns. A scalar,
+    differentiable in x and y, with :func:`wasserstein_1d`'s caveats at ties and at zero. See chapter 12,
+    section "The sliced Wasserstein distance", :eq:`eq-ch12-sw`.
     """
     _check_tensor("x", x, dim=2)
     _check_tensor("y", y, dim=2)
     _check_same_feature_dim(x, y)
-    if x.dtype != y.dtype or x.device != y.device:
-        raise ValueError(f"x and y must have the same dtype and device, "
-                         f"got {x.dtype} on {x.device} and {y.dtype} on {y.device}")
+    _check_like("y", y, "x", x)
     p = _check_real("p", p, low=1.0)
     if projections is None:
         projections = random_projections(x.shape[1], n_projections, generator=generator, dtype=x.dtype, device=x.device)
@@ -563,9 +715,11 @@ def sliced_wasserstein(x, y, n_projections=50, p=2, projections=None, generator=
         if projections.dtype != x.dtype or projections.device != x.device:
             raise ValueError(f"projections must have x's dtype and device ({x.dtype} on {x.device}), "
                              f"got {projections.dtype} on {projections.device}")
+        if not bool((projections.norm(dim=0) > 0).all()):
+            raise ValueError("projections must have nonzero columns (directions), got a zero column")
     x_proj = torch.sort(x @ projections, dim=0).values
     y_proj = torch.sort(y @ projections, dim=0).values
-    return _wasserstein_power_sorted(x_proj, y_proj, p).mean() ** (1 / p)
+    return _root(_wasserstein_power_sorted(x_proj, y_proj, p).mean(), p)
 
 
 def train_minimum_kantorovich(generator, sample_data, latent_dim, steps, n_projections=50, p=2, batch_size=256, lr=1e-3,
@@ -575,22 +729,27 @@ def train_minimum_kantorovich(generator, sample_data, latent_dim, steps, n_proje
     Each step draws a data batch and a latent batch (batch_size of each), fresh random projections,
     and takes an Adam step (:class:`ad_lib.optim.Adam`) on :func:`sliced_wasserstein` between the
     generated and the data batch: no critic, no min-max. Returns ``{"loss": [...], "snapshots": [...]}``
-    (as :func:`train_gan`). See chapter 12, section "Minimum Kantorovich estimators", :eq:`eq-ch12-mke`.
+    (as :func:`train_gan`); a diverged run raises ``FloatingPointError``.
+    See chapter 12, section "Minimum Kantorovich estimators", :eq:`eq-ch12-mke`.
     """
-    _check_training(generator, None, "", sample_data, latent_dim, steps, batch_size, snapshot_z, snapshot_every)
-    reference = _first_parameter(generator)
+    reference = _check_training(generator, None, "", sample_data, latent_dim, steps, batch_size, snapshot_z,
+                                snapshot_every, seed)
+    _check_int("n_projections", n_projections)
+    _check_real("p", p, low=1.0)
     rng = torch.Generator(device=reference.device).manual_seed(seed)
     g_opt = optim.Adam(generator.parameters(), lr=lr)
     history = {"loss": [], "snapshots": []}
     _snapshot(history, 0, generator, snapshot_z, snapshot_every, steps)
     for step in _bar(steps, progress, "sliced Wasserstein"):
-        real = sample_data(batch_size, rng)
+        real = _sample(sample_data, batch_size, rng, reference)
         z = torch.randn(batch_size, latent_dim, generator=rng, dtype=reference.dtype, device=reference.device)
-        loss = sliced_wasserstein(generator(z), real, n_projections=n_projections, p=p, generator=rng)
+        fake = _generate(generator, z)
+        _check_generated(fake, real, step)
+        loss = sliced_wasserstein(fake, real, n_projections=n_projections, p=p, generator=rng)
         g_opt.zero_grad()
         loss.backward()
         g_opt.step()
-        history["loss"].append(float(loss.detach()))
+        history["loss"].append(_check_finite_loss("the sliced Wasserstein loss", float(loss.detach()), step))
         _snapshot(history, step, generator, snapshot_z, snapshot_every, steps)
     return history
 
@@ -608,6 +767,7 @@ def interpolate_latent(z1, z2, steps):
     _check_tensor("z2", z2, min_dim=0)
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    _check_like("z2", z2, "z1", z1)
     steps = _check_int("steps", steps, low=2)
     lam = torch.linspace(0, 1, steps, dtype=z1.dtype, device=z1.device).reshape((steps,) + (1,) * z1.dim())
     return (1 - lam) * z1 + lam * z2
@@ -624,8 +784,12 @@ def pca_subspace(x, k):
     """
     _check_tensor("x", x, dim=2)
     k = _check_int("k", k)
-    if k > min(x.shape):
-        raise ValueError(f"k must be at most min(n, d) = {min(x.shape)}, got {k}")
+    n, d = x.shape
+    if k > d:
+        raise ValueError(f"k must be at most the dimension d = {d}, got {k}")
+    if d > k > n - 1:
+        raise ValueError(f"k must be at most n - 1 = {n - 1} (n = {n} centred points span at most n - 1 "
+                         f"dimensions, so a larger principal subspace is not determined), got {k}")
     _, _, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
     return vh[:k].T
 
@@ -650,6 +814,7 @@ def principal_angles(a, b):
     _check_tensor("b", b, dim=2)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a and b must have the same number of rows d, got {tuple(a.shape)} and {tuple(b.shape)}")
+    _check_like("b", b, "a", a)
     qa, qb = _orthonormal_basis("a", a), _orthonormal_basis("b", b)
     if qa.shape[1] < qb.shape[1]:
         qa, qb = qb, qa
@@ -698,7 +863,13 @@ class Autoencoder(nn.Module):
 
     def __init__(self, d, hidden, k, activation=nn.ReLU):
         super().__init__()
-        hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
+        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+            hidden = [hidden]
+        elif isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise TypeError(f"hidden must be a width or a list of widths, got {hidden!r}")
+        hidden = list(hidden)
+        for width in hidden:
+            _check_int("hidden (each width)", width)
         d, k = _check_int("d", d), _check_int("k", k)
         self.encoder = mlp([d, *hidden, k], activation)
         self.decoder = mlp([k, *reversed(hidden), d], activation)

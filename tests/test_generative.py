@@ -141,12 +141,83 @@ def test_wasserstein_1d_laws(xs, ys, shift, p):
 def test_wasserstein_gradients_by_gradcheck():
     x = randn(7, seed=1).requires_grad_()
     y = randn(4, seed=2).requires_grad_()
-    for p in (1, 2, 3):
+    for p in (1, 1.5, 2, 3):
         assert torch.autograd.gradcheck(lambda a, b: gen.wasserstein_1d(a, b, p), (x, y))
     projections = gen.random_projections(3, 6, generator=rng(3), dtype=F64)
     a, b = randn(8, 3, seed=4).requires_grad_(), randn(5, 3, seed=5).requires_grad_()
-    for p in (1, 2):
+    for p in (1, 1.5, 2):
         assert torch.autograd.gradcheck(lambda u, v: gen.sliced_wasserstein(u, v, p=p, projections=projections), (a, b))
+
+
+@pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=15), st.lists(st.integers(-3, 3), min_size=1, max_size=15),
+       st.sampled_from([1.0, 1.5, 2.0, 2.7, 4.0]))
+def test_wasserstein_1d_with_ties_against_pot_and_scipy(xs, ys, p):
+    # integer samples: many ties within x, within y and between them
+    x, y = torch.tensor(xs, dtype=F64), torch.tensor(ys, dtype=F64)
+    w = gen.wasserstein_1d(x, y, p)
+    assert abs(w - ot.wasserstein_1d(x, y, p=p) ** (1 / p)) < 1e-12
+    if p == 1:
+        assert abs(w.item() - scipy.stats.wasserstein_distance(xs, ys)) < 1e-12
+    # float32: the same value to float32's rounding
+    assert abs(gen.wasserstein_1d(x.float(), y.float(), p).item() - w.item()) < 1e-5 * max(1.0, w.item())
+
+
+@pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")
+def test_sliced_wasserstein_float32_and_ties_against_pot(device):
+    x = torch.round(randn(30, 2, device=device))                         # ties in every projection onto an axis
+    y = torch.round(randn(17, 2, seed=1, device=device))
+    axes = torch.eye(2, dtype=F64, device=device)
+    for p in (1, 1.5, 2):
+        ours = gen.sliced_wasserstein(x, y, p=p, projections=axes)
+        torch.testing.assert_close(ours, ot.sliced_wasserstein_distance(x, y, p=p, projections=axes), rtol=1e-12, atol=1e-12)
+        single = gen.sliced_wasserstein(x.float(), y.float(), p=p, projections=axes.float())
+        assert single.dtype == torch.float32
+        torch.testing.assert_close(single.double(), ours, rtol=1e-5, atol=1e-6)
+
+
+def test_wasserstein_gradient_at_a_tie_is_one_sided(device):
+    # x = (0, 0), y = (-1, 1): W_1 = 1, and every move of one point of x lowers it (a kink, no gradient);
+    # autograd returns the gradient of the piece where the tied points keep the sort's order
+    x = torch.zeros(2, dtype=F64, device=device, requires_grad=True)
+    y = torch.tensor([-1.0, 1.0], dtype=F64, device=device)
+    for p in (1, 2):
+        grad, = torch.autograd.grad(gen.wasserstein_1d(x, y, p) ** p, x)
+        first, second = torch.sort(x.detach()).indices.tolist()
+        h = 1e-7
+        move = torch.zeros(2, dtype=F64, device=device)
+        move[first], move[second] = -h, h                                  # keeps the order: on that piece
+        one_sided = (gen.wasserstein_1d(move, y, p) ** p - 1) / h
+        assert abs((grad * move).sum() / h - one_sided) < 1e-6
+        assert abs(grad.sum()) < 1e-15                                     # moving both together: exact, 0
+        for e in ([h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]):
+            assert gen.wasserstein_1d(torch.tensor(e, dtype=F64, device=device), y, p) < 1
+
+
+@pytest.mark.parametrize("p", [1, 1.5, 2, 3])
+def test_wasserstein_gradient_at_zero_distance_is_zero_not_nan(device, p):
+    x = randn(6, device=device).requires_grad_()
+    grad, = torch.autograd.grad(gen.wasserstein_1d(x, x.detach(), p), x)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    a = randn(6, 3, device=device).requires_grad_()
+    grad, = torch.autograd.grad(gen.sliced_wasserstein(a, a.detach(), p=p, n_projections=4,
+                                                       generator=rng(0, device)), a)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    # and the exact gradient away from zero is unchanged (gradcheck passes above)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 25), st.integers(1, 25), st.integers(0, 10_000))
+def test_wasserstein_1_is_the_area_between_the_cdfs(n, m, seed):
+    # the exercise "The 1-D distance as an integral of the CDFs", with its solution's code
+    x, y = randn(n, seed=seed), 2 * randn(m, seed=seed + 1)
+    u = torch.sort(torch.cat([x, y])).values
+
+    def cdf(s, t):
+        return torch.searchsorted(torch.sort(s).values, t, right=True).to(s.dtype) / len(s)
+    area = ((u[1:] - u[:-1]) * (cdf(x, u[:-1]) - cdf(y, u[:-1])).abs()).sum()
+    assert abs(area - gen.wasserstein_1d(x, y)) < 1e-12
 
 
 def test_sliced_wasserstein_against_pot(device):
@@ -453,3 +524,101 @@ def test_bad_input_names_the_argument():
         gen.train_gan(gen.mlp([2, 2]), gen.mlp([2, 1]), None, 2, 1, progress=False)
     with pytest.raises(ValueError, match="sizes"):
         gen.mlp([3])
+
+
+def test_more_bad_input_names_the_argument():
+    x1, x2 = randn(5), randn(5, 2)
+    nan1, nan2 = x1.clone(), x2.clone()
+    nan1[0], nan2[1, 1] = float("nan"), float("inf")
+    for call, name in ((lambda: gen.wasserstein_1d(nan1, x1), "x must be finite"),
+                       (lambda: gen.wasserstein_1d(x1, nan1), "y must be finite"),
+                       (lambda: gen.sliced_wasserstein(x2, nan2), "y must be finite"),
+                       (lambda: gen.gaussian_mle(nan2), "x must be finite"),
+                       (lambda: gen.kde_log_likelihood(nan2, x2, 0.1), "x must be finite"),
+                       (lambda: gen.pca_subspace(nan2, 1), "x must be finite"),
+                       (lambda: gen.principal_angles(x2, nan2), "b must be finite"),
+                       (lambda: gen.modes_covered(nan2, gen.ring_centers(dtype=F64), 0.1), "samples must be finite"),
+                       (lambda: gen.wasserstein_1d(torch.empty(0, dtype=F64), x1), "x must not be empty"),
+                       (lambda: gen.wasserstein_1d(x1, x1.float()), "y must have the dtype and device of x"),
+                       (lambda: gen.sliced_wasserstein(x2, x2.float()), "y must have the dtype and device of x"),
+                       (lambda: gen.kde_log_likelihood(x2, x2.float(), 0.1), "samples must have the dtype"),
+                       (lambda: gen.principal_angles(x2, x2.float()), "b must have the dtype"),
+                       (lambda: gen.interpolate_latent(x1, x1.float(), 3), "z2 must have the dtype"),
+                       (lambda: gen.gaussian_log_likelihood(x2, x2[0].float(), torch.eye(2, dtype=F64)), "mean must have"),
+                       (lambda: gen.gaussian_log_likelihood(x2, x2[0], torch.tensor([[1.0, 5.0], [0.0, 1.0]], dtype=F64)),
+                        "covariance must be symmetric"),
+                       (lambda: gen.gradient_penalty(nn.Linear(2, 1).double(), x2, x2.float()), "fake must have the dtype"),
+                       (lambda: gen.gradient_penalty(nn.Linear(2, 2).double(), x2, x2), "critic must return one value"),
+                       (lambda: gen.gradient_penalty(nn.Linear(3, 1).double(), x2, x2), "critic does not accept"),
+                       (lambda: gen.lipschitz_estimate(nn.Linear(2, 2).double(), x2), "critic must return one value"),
+                       (lambda: gen.sliced_wasserstein(x2, x2, projections=torch.zeros(2, 3, dtype=F64)),
+                        "projections must have nonzero columns"),
+                       (lambda: gen.sliced_wasserstein(x2, x2, n_projections=0), "n_projections must be >= 1"),
+                       (lambda: gen.lipschitz_upper_bound(nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Linear(2, 1))),
+                        "module must compose nn.Linear layers and 1-Lipschitz activations"),
+                       (lambda: gen.lipschitz_upper_bound(gen.mlp([2, 3, 1], activation=nn.GELU)), "GELU"),
+                       (lambda: gen.sliced_wasserstein(x2, x2, p=0.5), "p must be"),
+                       (lambda: gen.pca_subspace(randn(3, 10), 3), "k must be at most n - 1"),
+                       (lambda: gen.pca_subspace(randn(30, 3), 4), "k must be at most the dimension"),
+                       (lambda: gen.Autoencoder(4, [0], 2), "hidden"),
+                       (lambda: gen.train_minimum_kantorovich(gen.mlp([2, 2]), data_sampler(), 2, 0, p=0.5,
+                                                              progress=False), "p must be"),
+                       (lambda: gen.train_gan(gen.mlp([3, 2]), gen.mlp([2, 1]), data_sampler(), 2, 1, progress=False),
+                        "generator does not accept latent codes"),
+                       (lambda: gen.train_gan(gen.mlp([2, 3]), gen.mlp([3, 1]), data_sampler(), 2, 1, progress=False),
+                        "generator.z. must have the shape of the data"),
+                       (lambda: gen.train_wgan(gen.mlp([2, 2]), gen.mlp([2, 2]), data_sampler(), 2, 1, progress=False),
+                        "critic must return one value"),
+                       (lambda: gen.train_gan(gen.mlp([2, 2]), gen.mlp([2, 1]), data_sampler(), 2, 1,
+                                              snapshot_z=torch.randn(4, 3), snapshot_every=1, progress=False),
+                        "snapshot_z must have shape"),
+                       (lambda: gen.train_gan(gen.mlp([2, 2]), gen.mlp([2, 1]), data_sampler(dtype=F64), 2, 1,
+                                              progress=False), "sample_data.n, generator. must have the dtype")):
+        with pytest.raises(ValueError, match=name):
+            call()
+    for call, name in ((lambda: gen.random_projections(2, 3, dtype=torch.int64), "dtype"),
+                       (lambda: gen.mlp(3), "sizes"),
+                       (lambda: gen.mlp([2, 3, 1], activation=nn.ReLU()), "activation must be a module class"),
+                       (lambda: gen.Autoencoder(4, "8", 2), "hidden"),
+                       (lambda: gen.train_gan(gen.mlp([2, 2]), gen.mlp([2, 1]), data_sampler(), 2, 1, seed="a",
+                                              progress=False), "seed"),
+                       (lambda: gen.gan_step(gen.mlp([2, 2]), gen.mlp([2, 1]), torch.randn(4, 2), torch.randn(4, 2),
+                                             None, None), "g_optimizer")):
+        with pytest.raises(TypeError, match=name):
+            call()
+
+
+def test_generator_on_the_wrong_device_is_an_error(device):
+    other = "cuda" if device.type == "cpu" and torch.cuda.is_available() else None
+    with pytest.raises(ValueError, match="generator must be a torch.Generator on the device"):
+        gen.ring_of_gaussians(4, generator=rng(0), device="meta")
+    if other:
+        with pytest.raises(ValueError, match="generator must be a torch.Generator on the device"):
+            gen.sliced_wasserstein(randn(4, 2), randn(4, 2), generator=rng(0, other))
+
+
+def test_diverged_training_is_a_floating_point_error():
+    class Exploding(nn.Module):                                           # a generator whose samples are NaN
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, z):
+            return self.linear(z) * float("nan")
+    for train in (lambda g: gen.train_gan(g, gen.mlp([2, 1]), data_sampler(), 2, 2, batch_size=8, progress=False),
+                  lambda g: gen.train_wgan(g, gen.mlp([2, 1]), data_sampler(), 2, 2, batch_size=8, progress=False),
+                  lambda g: gen.train_minimum_kantorovich(g, data_sampler(), 2, 2, batch_size=8, progress=False)):
+        with pytest.raises(FloatingPointError, match="diverged"):
+            train(Exploding())
+
+
+def test_gradient_penalty_of_a_critic_constant_in_x_is_one():
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.ones(1, dtype=F64))
+
+        def forward(self, x):
+            return self.bias.expand(x.shape[0])
+    assert gen.gradient_penalty(Constant(), randn(4, 2), randn(4, 2, seed=1)).item() == 1.0
+    assert gen.lipschitz_estimate(Constant(), randn(4, 2)).item() == 0.0
