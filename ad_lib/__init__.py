@@ -39,6 +39,12 @@ One module per idea, in the order of the book:
   estimates), the exact 1-D and the sliced Wasserstein distances by sorting (``wasserstein_1d``,
   ``sliced_wasserstein``), minimum Kantorovich estimators, latent interpolation, auto-encoders and the
   principal angles that show a linear one recovers PCA.
+- :mod:`ad_lib.sinkhorn` (chapter 13): entropic optimal transport by Sinkhorn's algorithm on the multipliers or in
+  the log domain, batched (``sinkhorn``, ``sinkhorn_eps_scaling``), with its one-step maps, the primal and dual
+  values, ``cost_matrix`` and Birkhoff's bound on the rate.
+- :mod:`ad_lib.sinkhorn_gradients` (chapter 14): the gradient of Sinkhorn's value four ways (unrolled, by a reverse
+  recursion derived by hand, by the envelope theorem, by implicit differentiation of the plan), Sinkhorn divergences
+  between point clouds, and a generator fitted with them.
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
@@ -46,11 +52,10 @@ the first primitive that computes a NaN or an infinity.
 """
 
 from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, generative, graph,
-                    implicit, layers,
-                    normalization, ops, optim, reverse, reversible)
+                    implicit, layers, normalization, ops, optim, reverse, reversible, sinkhorn, sinkhorn_gradients)
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "generative", "graph", "implicit", "layers", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "time_call"]
+__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "generative", "graph", "implicit", "layers", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "sinkhorn", "sinkhorn_gradients", "time_call"]
