@@ -14,6 +14,7 @@ HEADINGS = {  # each benchmark, and what its output must show
                        "optimal against the better pure mode", "checkpoint_sequential"),
     "bench_implicit.py": ("1. Optimal-transport node", "2. Robust vector pooling", "3. Fixed point", "block's peak at"),
     "bench_part3.py": ("1. conv2d", "2. One optimizer step", "3. Batch normalization", "Adam"),
+    "bench_part4.py": ("1. Log-domain Sinkhorn", "2. The same problem: peak memory", "3. Batched", "4. One log-domain iteration"),
 }
 
 
