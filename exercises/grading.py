@@ -406,6 +406,20 @@ def close(got, expected, *, rtol=1e-12, atol=1e-12, what="the result", dtype=Tru
         raise Wrong(f"{what} is wrong")
 
 
+# The set-up of a restricted task written with torch alone (``Restricted(setup=TORCH_ONLY, ...)``, with
+# ``without`` naming NumPy and the libraries that would do the work): NumPy's entry in sys.modules is None, so
+# that an import of it, under any name, raises (and with it those of SciPy, POT and GeomLoss, which need it).
+TORCH_ONLY = """import sys
+
+sys.modules["numpy"] = None  # absent: this assignment is written with torch (SciPy, POT and GeomLoss need NumPy)
+import math
+import torch
+
+F64 = torch.float64
+torch.set_num_threads(1)  # small tensors: one thread is faster, and steadier, than several
+"""
+
+
 # A restricted task's set-up may end with this (``Restricted(setup=... + ONE_THREAD)``): the answers then run
 # in the kernel's one thread and process, where the probes' dispatch-mode meters record the operators torch
 # runs; starting a thread or a process (which would run torch unrecorded) raises. An audit hook (it cannot be

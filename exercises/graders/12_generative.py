@@ -45,19 +45,11 @@ import fractions
 import math
 
 import torch
-from grading import Part, Restricted, Task, Wrong, close
+from grading import TORCH_ONLY, Part, Restricted, Task, Wrong, close
 
 F64 = torch.float64
 
-SETUP = """import sys
-
-sys.modules["numpy"] = None  # absent: this assignment is written with torch (and SciPy and POT need NumPy)
-import math
-import torch
-
-F64 = torch.float64
-torch.set_num_threads(1)  # small tensors: one thread is faster, and steadier, than several
-"""
+SETUP = TORCH_ONLY
 WITHOUT = {"setup": SETUP, "without": ["ad_lib", "numpy", "scipy", "ot"],
            "why": "every task is written with torch and graded in a Python without ad_lib, NumPy, SciPy and POT "
                   "(no library computes the distances or the penalty)"}

@@ -48,7 +48,7 @@ Truths, all computed here, none with the student's formula:
 """
 
 import torch
-from grading import ONE_THREAD, Part, Restricted, Task, Wrong, close, operation_meter, watching_autodiff
+from grading import ONE_THREAD, TORCH_ONLY, Part, Restricted, Task, Wrong, close, operation_meter, watching_autodiff
 
 F64 = torch.float64
 
@@ -72,17 +72,7 @@ def _source(function):
     return inspect.getsource(function)
 
 
-SETUP = """import sys
-
-sys.modules["numpy"] = None  # absent: this assignment is written with torch (and SciPy, POT and GeomLoss need NumPy)
-import math
-import torch
-
-F64 = torch.float64
-torch.set_num_threads(1)  # small tensors: one thread is faster, and steadier, than several
-
-
-""" + _source(converged_potentials) + ONE_THREAD
+SETUP = TORCH_ONLY + "\n\n" + _source(converged_potentials) + ONE_THREAD
 WITHOUT = {"setup": SETUP, "without": ["ad_lib", "numpy", "scipy", "ot", "geomloss"],
            "why": "every gradient is written by hand with torch, graded in a Python without ad_lib, NumPy, SciPy, "
                   "POT and GeomLoss (no library computes it)"}
