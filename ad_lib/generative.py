@@ -825,20 +825,8 @@ def principal_angles(a, b):
     return ascending.flip(0)
 
 
-class LinearAutoencoder(nn.Module):
-    r"""The linear auto-encoder: encode ``z = W_e x + b_e`` (k values), decode ``W_d z + b_d`` (d values).
-
-    Trained on the squared reconstruction error it recovers the top-k principal subspace: the column
-    space of ``W_d`` (``decoder.weight``, (d, k)) is the PCA subspace at the optimum (Baldi and Hornik),
-    though ``W_d`` itself is any basis of it. See chapter 12, section "Linear auto-encoders recover PCA",
-    :eq:`eq-ch12-linear-ae`.
-    """
-
-    def __init__(self, d, k, bias=True):
-        super().__init__()
-        d, k = _check_int("d", d), _check_int("k", k)
-        self.encoder = nn.Linear(d, k, bias=bias)
-        self.decoder = nn.Linear(k, d, bias=bias)
+class _EncoderDecoder(nn.Module):
+    """What both auto-encoders share: ``encode`` (the encoder's codes), ``decode``, and ``forward``, their composition."""
 
     def encode(self, x):
         """The codes (..., k) of x (..., d)."""
@@ -853,7 +841,23 @@ class LinearAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class Autoencoder(nn.Module):
+class LinearAutoencoder(_EncoderDecoder):
+    r"""The linear auto-encoder: encode ``z = W_e x + b_e`` (k values), decode ``W_d z + b_d`` (d values).
+
+    Trained on the squared reconstruction error it recovers the top-k principal subspace: the column
+    space of ``W_d`` (``decoder.weight``, (d, k)) is the PCA subspace at the optimum (Baldi and Hornik),
+    though ``W_d`` itself is any basis of it. See chapter 12, section "Linear auto-encoders recover PCA",
+    :eq:`eq-ch12-linear-ae`.
+    """
+
+    def __init__(self, d, k, bias=True):
+        super().__init__()
+        d, k = _check_int("d", d), _check_int("k", k)
+        self.encoder = nn.Linear(d, k, bias=bias)
+        self.decoder = nn.Linear(k, d, bias=bias)
+
+
+class Autoencoder(_EncoderDecoder):
     """An auto-encoder of perceptrons: encoder d -> hidden... -> k, decoder k -> reversed(hidden)... -> d.
 
     ``hidden`` is a width or a list of widths; ``activation`` a module class placed between the
@@ -874,14 +878,3 @@ class Autoencoder(nn.Module):
         self.encoder = mlp([d, *hidden, k], activation)
         self.decoder = mlp([k, *reversed(hidden), d], activation)
 
-    def encode(self, x):
-        """The codes (..., k) of x (..., d)."""
-        return self.encoder(x)
-
-    def decode(self, z):
-        """The reconstructions (..., d) of codes z (..., k)."""
-        return self.decoder(z)
-
-    def forward(self, x):
-        """decode(encode(x))."""
-        return self.decode(self.encode(x))
