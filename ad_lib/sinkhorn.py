@@ -271,12 +271,14 @@ def log_update_g(f: torch.Tensor, b: torch.Tensor, C: torch.Tensor, eps: float) 
     return eps * torch.log(b) + soft_min(C - f.unsqueeze(-1), eps, dim=-2)
 
 
-def _log_update_in(work, h, w, scaled, eps: float, dim: int):
+def _log_update_in(work, h, w, scaled, eps: float, dim: int, span: float = math.inf):
     """``log_update_f(h, w, C, eps)`` (``dim=-1``) or ``log_update_g`` (``dim=-2``) to rounding, from
     ``scaled = C / eps``, computed in ``work`` (a tensor of the matrix's broadcast shape, or None), where no
     graph is recorded; returns (the update, the workspace). An iteration then makes no new (n, m) tensor and
     divides no (n, m) tensor: on a CPU, fresh memory for the two (n, m) temporaries of the public maps took
-    as long as the rest of a half-step, and a division of the matrix half as long again."""
+    as long as the rest of a half-step, and a division of the matrix half as long again. ``span`` bounds the
+    spread of ``C`` along ``dim``: when the exponents cannot reach the subnormal range, their clamp (a pass
+    over the matrix that changes no term above the rounding of the sum) is left out."""
     Z = h.unsqueeze(-2 if dim == -1 else -1) / eps
     shape = torch.broadcast_shapes(Z.shape, scaled.shape)
     if work is None or work.shape != shape:
@@ -285,7 +287,12 @@ def _log_update_in(work, h, w, scaled, eps: float, dim: int):
     floor = max(2 * math.log(info.eps), math.log(info.tiny) + 1)
     torch.sub(Z, scaled, out=work)  # h / eps - C / eps = -(C - h) / eps, _logsumexp's argument in soft_min(C - h)
     top = work.amax(dim, keepdim=True)
-    lse = (top + work.sub_(top).clamp_min_(floor).exp_().sum(dim, keepdim=True).log_()).squeeze(dim)
+    work.sub_(top)
+    # the shifted exponents lie within -(spread of h + spread of C) / eps of 0: far from exp's subnormal range,
+    # the clamp has nothing to do
+    if (float(h.amax() - h.amin()) + span) / eps > -math.log(info.tiny) - 1:
+        work.clamp_min_(floor)
+    lse = (top + work.exp_().sum(dim, keepdim=True).log_()).squeeze(dim)
     return eps * torch.log(w) + -eps * lse, work
 
 
@@ -439,19 +446,22 @@ def _run(a, b, C, eps, domain, max_iter, tol, f0):
         recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, C, f0))
         work = None  # without a graph, each half-step computes in one workspace (_log_update_in)
         scaled = None if recorded else C / eps
+        # the largest spread of C along a row and along a column, which bounds the exponents of a half-step
+        spans = (0.0, 0.0) if recorded else (float((C.amax(-1) - C.amin(-1)).max()),
+                                             float((C.amax(-2) - C.amin(-2)).max()))
 
         def update_f(g):
             nonlocal work
             if recorded:
                 return log_update_f(g, a, C, eps)
-            f, work = _log_update_in(work, g, a, scaled, eps, -1)
+            f, work = _log_update_in(work, g, a, scaled, eps, -1, spans[0])
             return f
 
         def update_g(f):
             nonlocal work
             if recorded:
                 return log_update_g(f, b, C, eps)
-            g, work = _log_update_in(work, f, b, scaled, eps, -2)
+            g, work = _log_update_in(work, f, b, scaled, eps, -2, spans[1])
             return g
 
         f = f0
