@@ -439,9 +439,19 @@ def _check_kernel(K, C, eps):
         raise _underflow(eps, C, 0, f"{what} of K underflows to zero (K v = 0, u = a / 0)")
 
 
-def _run(a, b, C, eps, domain, max_iter, tol, f0):
-    """The iteration: returns (f, g, plan, iterations, marginal errors (...), errors list)."""
+def _drop(_):
+    pass
+
+
+def _run(a, b, C, eps, domain, max_iter, tol, f0, record=None):
+    """The iteration: returns (f, g, plan, iterations, marginal errors (...), errors list).
+
+    ``record``, a pair of lists, receives the iterates as the reverse recursion of chapter 14 needs them:
+    the first list ``f_0, f_1, ..., f_K`` (the scaling domain: ``u_0, ..., u_K``), the second ``g_1, ..., g_K``
+    (``v_1, ..., v_K``), the one each ``f_k`` (``u_k``) was computed from."""
     errors = []
+    # kept only when asked: otherwise no iterate outlives its step (the memory stays flat in the iterations)
+    keep_first, keep_second = (record[0].append, record[1].append) if record is not None else (_drop, _drop)
     if domain == "log":
         recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, C, f0))
         work = None  # without a graph, each half-step computes in one workspace (_log_update_in)
@@ -450,25 +460,21 @@ def _run(a, b, C, eps, domain, max_iter, tol, f0):
         spans = (0.0, 0.0) if recorded else (float((C.amax(-1) - C.amin(-1)).max()),
                                              float((C.amax(-2) - C.amin(-2)).max()))
 
-        def update_f(g):
+        def update(h, w, dim):  # log_update_f (dim=-1, w = a) or log_update_g (dim=-2, w = b)
             nonlocal work
             if recorded:
-                return log_update_f(g, a, C, eps)
-            f, work = _log_update_in(work, g, a, scaled, eps, -1, spans[0])
-            return f
-
-        def update_g(f):
-            nonlocal work
-            if recorded:
-                return log_update_g(f, b, C, eps)
-            g, work = _log_update_in(work, f, b, scaled, eps, -2, spans[1])
-            return g
+                return (log_update_f if dim == -1 else log_update_g)(h, w, C, eps)
+            out, work = _log_update_in(work, h, w, scaled, eps, dim, spans[dim == -2])
+            return out
 
         f = f0
-        g = update_g(f)
+        keep_first(f)
+        g = update(f, b, -2)
         for k in range(1, max_iter + 1):
-            f = update_f(g)                                     # rows of plan(f, g) exact
-            g_next = update_g(f)
+            f = update(g, a, -1)                                # rows of plan(f, g) exact
+            keep_first(f)
+            keep_second(g)
+            g_next = update(f, b, -2)
             with torch.no_grad():                               # columns of plan(f, g): b exp((g - g_next) / eps)
                 marginal = (b * torch.expm1((g - g_next) / eps)).abs().sum(-1)
                 worst = float(marginal.max())
@@ -485,9 +491,12 @@ def _run(a, b, C, eps, domain, max_iter, tol, f0):
     K = gibbs_kernel(C, eps)
     _check_kernel(K, C, eps)
     u = torch.exp(f0 / eps)
+    keep_first(u)
     v = scaling_update_v(u, b, K)
     for k in range(1, max_iter + 1):
         u = scaling_update_u(v, a, K)
+        keep_first(u)
+        keep_second(v)
         v_next = scaling_update_v(u, b, K)
         with torch.no_grad():
             for name, s in (("u", u), ("v", v_next)):
@@ -549,7 +558,12 @@ def sinkhorn(a: torch.Tensor, b: torch.Tensor, C: torch.Tensor, eps: float, *, d
     tol = _check_tol("tol", tol)
     check_on_failure(on_failure)
     f0 = _check_f_init(f_init, batch, C.shape[-2], C)
-    f, g, plan, k, marginal, errors = _run(a, b, C, eps, domain, max_iter, tol, f0)
+    return _solve(a, b, C, eps, domain, max_iter, tol, f0, on_failure)
+
+
+def _solve(a, b, C, eps, domain, max_iter, tol, f0, on_failure, record=None) -> SinkhornResult:
+    """:func:`sinkhorn` on checked arguments: the iteration (``_run``, which fills ``record``), its report, the result."""
+    f, g, plan, k, marginal, errors = _run(a, b, C, eps, domain, max_iter, tol, f0, record)
     converged = errors[-1] <= tol
     if not converged and on_failure != "ignore":
         report(SolverInfo(f"sinkhorn ({domain} domain)", k, errors[-1], tol, converged), on_failure,

@@ -35,18 +35,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 from tqdm.std import tqdm
 
 from ad_lib import optim
 from ad_lib.declarative import ot_backward
-from ad_lib.implicit import SolverInfo, check_on_failure, report
-from ad_lib.sinkhorn import (SinkhornResult, _check_count, _check_domain, _check_eps, _check_kernel,
-                             _check_problem, _check_tensor, _check_tol, _failure_hint, _underflow, _value,
-                             cost_matrix, gibbs_kernel, log_update_f, log_update_g, plan_from_potentials,
-                             plan_from_scalings, scaling_update_u, scaling_update_v, sinkhorn)
+from ad_lib.implicit import check_on_failure
+from ad_lib.sinkhorn import (SinkhornResult, _check_count, _check_domain, _check_eps, _check_problem, _check_tensor,
+                             _check_tol, _solve, cost_matrix, gibbs_kernel, plan_from_potentials, sinkhorn)
 
 __all__ = [
     "GRADS", "PLAN_GRADS", "centered", "sinkhorn_loss", "sinkhorn_plan", "envelope_gradients",
@@ -178,56 +176,11 @@ def sinkhorn_iterates(a: torch.Tensor, b: torch.Tensor, C: torch.Tensor, eps: fl
     Chapter 14, section "Reverse mode through the iterations".
     """
     batch, eps, domain, max_iter, tol = _check_settings(a, b, C, eps, domain, max_iter, tol, on_failure)
+    firsts, seconds = [], []
     with torch.no_grad():
         a, b, C = a.detach(), b.detach(), C.detach()
-        n = C.shape[-2]
-        errors, firsts, seconds = [], [], []
-        if domain == "log":
-            f = torch.zeros(*batch, n, dtype=C.dtype, device=C.device)
-            firsts.append(f)
-            g = log_update_g(f, b, C, eps)
-            for k in range(1, max_iter + 1):
-                f = log_update_f(g, a, C, eps)
-                firsts.append(f)
-                seconds.append(g)
-                g_next = log_update_g(f, b, C, eps)
-                marginal = (b * torch.expm1((g - g_next) / eps)).abs().sum(-1)
-                worst = float(marginal.max())
-                if not math.isfinite(worst):
-                    raise FloatingPointError(f"sinkhorn_iterates: the marginal error is {worst} at iteration {k}")
-                errors.append(worst)
-                if worst <= tol or k == max_iter:
-                    break
-                g = g_next
-            plan = plan_from_potentials(f, g, C, eps)
-        else:
-            K = gibbs_kernel(C, eps)
-            _check_kernel(K, C, eps)
-            u = torch.ones(*batch, n, dtype=C.dtype, device=C.device)
-            firsts.append(u)
-            v = scaling_update_v(u, b, K)
-            for k in range(1, max_iter + 1):
-                u = scaling_update_u(v, a, K)
-                firsts.append(u)
-                seconds.append(v)
-                v_next = scaling_update_v(u, b, K)
-                for name, s in (("u", u), ("v", v_next)):
-                    if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
-                        raise _underflow(eps, C, k, f"the scaling {name} is not finite and positive")
-                marginal = (b * (v / v_next - 1)).abs().sum(-1)
-                worst = float(marginal.max())
-                errors.append(worst)
-                if worst <= tol or k == max_iter:
-                    break
-                v = v_next
-            plan = plan_from_scalings(u, v, K)
-            f, g = eps * torch.log(u), eps * torch.log(v)
-        converged = errors[-1] <= tol
-        if not converged and on_failure != "ignore":
-            report(SolverInfo(f"sinkhorn ({domain} domain)", k, errors[-1], tol, converged), on_failure,
-                   hint=_failure_hint(a, b, tol, errors[-1], C.dtype))
-        value = _value(plan, f, g, a, b, eps)
-    result = SinkhornResult(plan, f, g, value, k, marginal, converged, errors, ((eps, k),), domain, eps, tol)
+        f0 = torch.zeros(*batch, C.shape[-2], dtype=C.dtype, device=C.device)
+        result = _solve(a, b, C, eps, domain, max_iter, tol, f0, on_failure, record=(firsts, seconds))
     return result, (torch.stack(firsts), torch.stack(seconds))
 
 
