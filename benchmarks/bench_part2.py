@@ -73,6 +73,11 @@ def mib(n):
     return n / 2**20
 
 
+def ratio_row(name, ours, theirs, width=34):
+    """A table row: the name, the two times in ms, and their ratio."""
+    return f"   {name:<{width}} {1e3 * ours:>10.3f} {1e3 * theirs:>10.3f} {ours / theirs:>8.2f}"
+
+
 # 1. ---------------------------------------------------------------------------------------------
 
 def bench_chain(device, repeat, widths):

@@ -24,13 +24,9 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from bench_part2 import benchmark_arguments, best_times
+from bench_part2 import benchmark_arguments, best_times, ratio_row
 
 from ad_lib import layers, normalization, optim
-
-
-def ratio_row(name, ours, theirs, width=34):
-    return f"   {name:<{width}} {1e3 * ours:>10.3f} {1e3 * theirs:>10.3f} {ours / theirs:>8.2f}"
 
 
 # 1. ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import warnings
 
 import ot
 import torch
-from bench_part2 import benchmark_arguments, best_times, mib, peak_bytes
+from bench_part2 import benchmark_arguments, best_times, mib, peak_bytes, ratio_row
 
 from ad_lib.sinkhorn import log_step, sinkhorn
 from ad_lib.sinkhorn_gradients import sinkhorn_loss
@@ -131,7 +131,7 @@ def main(argv=None):
     print(f"1. Log-domain Sinkhorn, n = m = {n}, eps = {eps}, {iterations} iterations, float64, forward + backward "
           "(envelope): ad_lib against POT's ot.solve. Goals: at most 1.0x, values within 1e-6")
     print(f"   {'':<34} {'ours (ms)':>10} {'POT (ms)':>10} {'ratio':>8}")
-    print(f"   {'sinkhorn_loss vs ot.solve':<34} {1e3 * ours:>10.3f} {1e3 * pots:>10.3f} {ours / pots:>8.2f}")
+    print(ratio_row("sinkhorn_loss vs ot.solve", ours, pots))
     print(f"   values: ours {v_ours:.12f}, POT {v_pot:.12f}, gap {abs(v_ours - v_pot):.1e}; "
           f"gradients in C (the plans) differ by at most {got['plan gap']:.1e}")
     if ours > pots:
@@ -153,7 +153,7 @@ def main(argv=None):
     print(f"\n3. Batched: {problems} problems of {size} x {size}, {iterations} iterations each, float64: "
           "one call of ad_lib's sinkhorn against a loop of POT's")
     print(f"   {'':<34} {'ours (ms)':>10} {'POT (ms)':>10} {'ratio':>8}")
-    print(f"   {'one batched call vs a loop':<34} {1e3 * batched:>10.3f} {1e3 * loop:>10.3f} {batched / loop:>8.2f}")
+    print(ratio_row("one batched call vs a loop", batched, loop))
     print(f"   the plans differ by at most {gap:.1e}")
 
     print("\n4. One log-domain iteration against reading and writing C once (the memory-bandwidth floor)")
