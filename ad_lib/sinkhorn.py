@@ -271,18 +271,31 @@ def log_update_g(f: torch.Tensor, b: torch.Tensor, C: torch.Tensor, eps: float) 
     return eps * torch.log(b) + soft_min(C - f.unsqueeze(-1), eps, dim=-2)
 
 
-def _log_update_in(work, h, w, scaled, eps: float, dim: int, span: float = math.inf):
+def _log_update_in(work, h, w, scaled, eps: float, dim: int, span: float = math.inf, kernel=None):
     """``log_update_f(h, w, C, eps)`` (``dim=-1``) or ``log_update_g`` (``dim=-2``) to rounding, from
     ``scaled = C / eps``, computed in ``work`` (a tensor of the matrix's broadcast shape, or None), where no
     graph is recorded; returns (the update, the workspace). An iteration then makes no new (n, m) tensor and
     divides no (n, m) tensor: on a CPU, fresh memory for the two (n, m) temporaries of the public maps took
     as long as the rest of a half-step, and a division of the matrix half as long again. ``span`` bounds the
     spread of ``C`` along ``dim``: when the exponents cannot reach the subnormal range, their clamp (a pass
-    over the matrix that changes no term above the rounding of the sum) is left out."""
+    over the matrix that changes no term above the rounding of the sum) is left out. ``kernel``, given only
+    when the spreads of ``C / eps`` and of the potentials keep every term in exp's normal range (see
+    ``_run``), is the pair ``(exp(low - scaled), low)``, with ``low`` each problem's smallest entry of
+    ``scaled`` (its shape ``scaled.shape[:-2] + (1,)``): the
+    log-sum-exp, shifted by one number per problem, is then a product of that matrix with a vector of
+    exponentials, and no exponential of the matrix is taken in the loop."""
     Z = h.unsqueeze(-2 if dim == -1 else -1) / eps
     shape = torch.broadcast_shapes(Z.shape, scaled.shape)
     if work is None or work.shape != shape:
         work = torch.empty(shape, dtype=scaled.dtype, device=scaled.device)
+    if kernel is not None:
+        # sum_j exp(h_j / eps - scaled_ij) = exp(top - low) sum_j kernel_ij exp(h_j / eps - top), top = max h / eps
+        top = h.amax(-1, keepdim=True) / eps
+        weights = torch.exp(h / eps - top)
+        K, low = kernel
+        sums = _matvec(K, weights) if dim == -1 else _matvec(K.transpose(-1, -2), weights)
+        lse = top - low + torch.log(sums)
+        return eps * torch.log(w) + -eps * lse, work
     info = torch.finfo(scaled.dtype)
     floor = max(2 * math.log(info.eps), math.log(info.tiny) + 1)
     torch.sub(Z, scaled, out=work)  # h / eps - C / eps = -(C - h) / eps, _logsumexp's argument in soft_min(C - h)
@@ -443,6 +456,30 @@ def _drop(_):
     pass
 
 
+def _shifted_kernel(a, b, scaled, f0, eps):
+    """``(exp(low - scaled), low)`` for ``_log_update_in``, or None where a term could leave exp's normal range.
+
+    With ``s`` the largest spread of ``scaled = C / eps`` within a problem, a half-step's largest term,
+    shifted by ``max h / eps - low``, is at least ``exp(-s)``, and the weights ``exp(h / eps - max h / eps)``
+    are at least ``exp(-spread of h / eps)``. Every potential of the loop but the first is ``eps log w``
+    minus a soft-min of ``C - h``, whose spread is at most ``eps (spread of log w) + spread of C``; the first
+    is ``f0``. When all of this stays about 700 (float64; 85 in float32) clear of the subnormal range, no
+    term that matters is lost to underflow, and the half-steps need no maximum and no exponential of the
+    matrix: two matrix-vector products an iteration, as in the scaling domain, with the kernel rescaled so
+    that it cannot underflow. Chapter 13, section "Sinkhorn in the log domain"."""
+    margin = -math.log(torch.finfo(scaled.dtype).tiny) - 2
+    low = scaled.amin((-2, -1), keepdim=True)
+    spread = float((scaled.amax((-2, -1), keepdim=True) - low).max())
+
+    def log_spread(w):
+        return float((w.log().amax(-1) - w.log().amin(-1)).max())
+
+    first = float(((f0.amax(-1) - f0.amin(-1)) / eps).max())
+    if not (2 * spread + max(log_spread(a), log_spread(b)) < margin and first + spread < margin):
+        return None
+    return torch.exp(low - scaled), low.squeeze(-1)
+
+
 def _run(a, b, C, eps, domain, max_iter, tol, f0, record=None):
     """The iteration: returns (f, g, plan, iterations, marginal errors (...), errors list).
 
@@ -459,12 +496,13 @@ def _run(a, b, C, eps, domain, max_iter, tol, f0, record=None):
         # the largest spread of C along a row and along a column, which bounds the exponents of a half-step
         spans = (0.0, 0.0) if recorded else (float((C.amax(-1) - C.amin(-1)).max()),
                                              float((C.amax(-2) - C.amin(-2)).max()))
+        kernel = None if recorded else _shifted_kernel(a, b, scaled, f0, eps)
 
         def update(h, w, dim):  # log_update_f (dim=-1, w = a) or log_update_g (dim=-2, w = b)
             nonlocal work
             if recorded:
                 return (log_update_f if dim == -1 else log_update_g)(h, w, C, eps)
-            out, work = _log_update_in(work, h, w, scaled, eps, dim, spans[dim == -2])
+            out, work = _log_update_in(work, h, w, scaled, eps, dim, spans[dim == -2], kernel)
             return out
 
         f = f0

@@ -217,6 +217,29 @@ def test_the_iteration_without_a_graph_is_the_public_maps_to_rounding(device, sh
         torch.testing.assert_close(mine, theirs.detach(), rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("ratio", [0.2, 0.45, 0.55], ids=["kernel, far from the limit", "kernel, near it",
+                                                         "past it: the maximum-shifted log-sum-exp"])
+def test_the_shifted_kernel_path_equals_the_public_maps_up_to_its_limit(device, dtype, ratio):
+    """Without a graph, while 2 spread(C / eps) + spread(log a, log b) stays about 700 (float64; 85 in float32)
+    clear of the subnormal range, the loop's half-steps are products with the kernel exp((min C - C) / eps)
+    (sinkhorn._shifted_kernel); past that, the log-sum-exp shifted by each row's maximum. On either side of
+    the limit, the same iterates as log_update_f and log_update_g (the recorded path) to rounding."""
+    from ad_lib.sinkhorn import _shifted_kernel
+
+    a, b, C = problem(n=6, m=5, seed=23, device=device, dtype=dtype)
+    C = (C - C.min()) / (C.max() - C.min())  # spread 1: eps sets the spread of C / eps
+    margin = -math.log(torch.finfo(dtype).tiny) - 2
+    eps = 1 / (ratio * margin)
+    assert (_shifted_kernel(a, b, C / eps, torch.zeros_like(a), eps) is None) == (ratio > 0.5)
+    plain = sinkhorn(a, b, C, eps, tol=1e-300, max_iter=50, on_failure="ignore")
+    recorded = sinkhorn(a, b, C.clone().requires_grad_(True), eps, tol=1e-300, max_iter=50, on_failure="ignore")
+    rtol = 1e-12 if dtype == F64 else 1e-5
+    for mine, theirs in ((plain.plan, recorded.plan), (plain.f, recorded.f), (plain.g, recorded.g)):
+        assert bool(torch.isfinite(mine).all())
+        torch.testing.assert_close(mine, theirs.detach(), rtol=rtol, atol=rtol * float(theirs.detach().abs().max()))
+
+
 def test_float32_on_the_inputs_device(device):
     a, b, C = problem(seed=15, device=device, dtype=torch.float32)
     result = sinkhorn(a, b, C, 0.1, tol=1e-6)
