@@ -284,10 +284,6 @@ def _log_update_in(work, h, w, scaled, eps: float, dim: int, span: float = math.
     ``scaled`` (its shape ``scaled.shape[:-2] + (1,)``): the
     log-sum-exp, shifted by one number per problem, is then a product of that matrix with a vector of
     exponentials, and no exponential of the matrix is taken in the loop."""
-    Z = h.unsqueeze(-2 if dim == -1 else -1) / eps
-    shape = torch.broadcast_shapes(Z.shape, scaled.shape)
-    if work is None or work.shape != shape:
-        work = torch.empty(shape, dtype=scaled.dtype, device=scaled.device)
     if kernel is not None:
         # sum_j exp(h_j / eps - scaled_ij) = exp(top - low) sum_j kernel_ij exp(h_j / eps - top), top = max h / eps
         top = h.amax(-1, keepdim=True) / eps
@@ -296,6 +292,10 @@ def _log_update_in(work, h, w, scaled, eps: float, dim: int, span: float = math.
         sums = _matvec(K, weights) if dim == -1 else _matvec(K.transpose(-1, -2), weights)
         lse = top - low + torch.log(sums)
         return eps * torch.log(w) + -eps * lse, work
+    Z = h.unsqueeze(-2 if dim == -1 else -1) / eps
+    shape = torch.broadcast_shapes(Z.shape, scaled.shape)
+    if work is None or work.shape != shape:
+        work = torch.empty(shape, dtype=scaled.dtype, device=scaled.device)
     info = torch.finfo(scaled.dtype)
     floor = max(2 * math.log(info.eps), math.log(info.tiny) + 1)
     torch.sub(Z, scaled, out=work)  # h / eps - C / eps = -(C - h) / eps, _logsumexp's argument in soft_min(C - h)
@@ -497,6 +497,8 @@ def _run(a, b, C, eps, domain, max_iter, tol, f0, record=None):
         spans = (0.0, 0.0) if recorded else (float((C.amax(-1) - C.amin(-1)).max()),
                                              float((C.amax(-2) - C.amin(-2)).max()))
         kernel = None if recorded else _shifted_kernel(a, b, scaled, f0, eps)
+        if kernel is not None:
+            scaled = None  # the half-steps read only the kernel: C / eps need not stay alive
 
         def update(h, w, dim):  # log_update_f (dim=-1, w = a) or log_update_g (dim=-2, w = b)
             nonlocal work
