@@ -7,16 +7,26 @@ Never released: nbgrader releases only what is in source/13_sinkhorn/.
 Every task is written with torch and graded in one Python without ad_lib (ad_lib.sinkhorn has these
 functions), NumPy, SciPy and POT: ot.sinkhorn, scipy.special.rel_entr and the book's sinkhorn,
 entropic_value, dual_value and sinkhorn_eps_scaling cannot run there, under any name (their folders are
-hidden, and NumPy, which POT and SciPy need, is absent). No dispatch-mode meter is needed: torch itself has
-no Sinkhorn and no entropic objective, so whatever torch computes there is the student's own assembly.
+hidden, and NumPy, which POT and SciPy need, is absent). No meter is needed to keep a library from doing the
+work: torch itself has no Sinkhorn and no entropic objective, so whatever torch computes there is the
+student's own assembly. One part of task 2 meters torch's operators (grading.operation_meter, a
+TorchDispatchMode) to see a Python loop over the problems of a batch; ONE_THREAD keeps the answers in the
+thread it meters.
 
-Task 2 is graded on costs C + s with s / eps > 800, where the Gibbs kernel exp(-C / eps) is zero in float64,
-and on separable costs whose spread is 1000 eps or more: an iteration on the multipliers u, v returns NaN
-there, even after subtracting the smallest cost. Its stopping-rule part runs at a moderate eps, where the
-multipliers are fine, so that a scaling-domain answer loses exactly the other parts. The problems of tasks 2
-and 3 are drawn again until Sinkhorn meets a marginal error of 1e-10 within FAST = 1000 iterations (a few in a
-thousand need more, one in 1000 more than 5000), so that a right answer always converges within the budget its
-probe gives it.
+Task 2 is graded on costs s + c_ij + alpha_i + beta_j (c in [0, 1], s / eps > 800, rows alpha SPREAD = 60
+apart, eps <= 0.05), where the Gibbs kernel exp(-C / eps) is zero in float64, and so is a whole row of
+exp(-(C - min C) / eps): an iteration on the multipliers u, v returns NaN there, even after subtracting the
+smallest cost (the separable part leaves the plan as it is, and Sinkhorn's rate about as it is). Its
+stopping-rule part and its part on the batch's operations run at a moderate eps, where the multipliers are
+fine, so that a scaling-domain answer loses exactly the other parts. The batch's part runs a batch of
+BATCH = 16 problems and the first of them alone, each for the same max_iter (a tol that is not met), and
+counts the aten operators each dispatches: broadcast, the batch runs about as many as one problem (0.98 to
+1.5 times, with the error's maximum taken in a Python loop); a loop over the problems 16 to 19 times (with
+the per-problem indexing); more than LOOP_RATIO = 4 times fails, and so does a call that runs fewer than
+two operators an iteration (computing in Python numbers, or in another thread, which the meter does not see).
+The problems of tasks 2 and 3 are drawn again until Sinkhorn meets a marginal error of 1e-10 within FAST = 1000
+iterations (a few in a thousand need more, one in 1000 more than 5000), so that a right answer always
+converges within the budget its probe gives it.
 
 Task 3 is graded with the grader's own log-domain Sinkhorn (`_sinkhorn`) in the notebook's namespace in place
 of the student's `log_sinkhorn` (restored after the probe), which records each call (eps, tol, max_iter, the
@@ -34,18 +44,19 @@ Truths, all computed here, none with the student's formula:
   iteration: a separable cost alpha_i + beta_j (the plan a b^T), a 1 x 1 problem, a single row or column
   (the plan b^T or a), a constant added to the cost (the same plan, f + g shifted by it), the rows of the
   plan (a, to rounding) and its form exp((f_i + g_j - C_ij) / eps) in the returned potentials; the
-  stopping rule by `_sinkhorn`'s count and by k iterations written out;
+  stopping rule by `_sinkhorn`'s count and by k iterations written out; the batch's part by the student's own
+  log_sinkhorn on each of its problems alone (the same max_iter), and the operators counted;
 - task 3 by the schedule computed here and the record of `_sinkhorn`'s calls.
 """
 
 import math
 
 import torch
-from grading import TORCH_ONLY, Part, Restricted, Task, Wrong, close
+from grading import ONE_THREAD, TORCH_ONLY, Part, Restricted, Task, Wrong, close, operation_meter
 
 F64 = torch.float64
 
-SETUP = TORCH_ONLY
+SETUP = TORCH_ONLY + ONE_THREAD  # the meter of task 2's batch sees only its own thread: no other may start
 WITHOUT = {"setup": SETUP, "without": ["ad_lib", "numpy", "scipy", "ot"],
            "why": "every task is written with torch and graded in a Python without ad_lib, NumPy, SciPy and POT "
                   "(no library computes the plans or the values)"}
@@ -53,6 +64,9 @@ WITHOUT = {"setup": SETUP, "without": ["ad_lib", "numpy", "scipy", "ot"],
 REFERENCE_TOL = 1e-12  # the marginal error of the reference runs
 FAST = 1000  # the problems of tasks 2 and 3 are drawn again until Sinkhorn meets tol = 1e-10 within FAST iterations
 BUDGET = 3000  # the max_iter of the probes of task 2 (a right answer needs FAST at most)
+SPREAD = 60  # alpha_i + beta_j of task 2's costs: a row of C - min C at least SPREAD - 1 above, 1180 eps or more
+BATCH = 16  # the problems of the batch whose torch operations are counted against one problem's
+LOOP_RATIO = 4  # a batch of BATCH may run this many times one problem's operations (a loop runs BATCH times)
 
 
 def _gen(rng):
@@ -297,11 +311,12 @@ def _outputs(got, a, b, C, words):
 
 
 def _plan_checks(P, f, g, a, b, C, eps, tol, words):
-    """What a plan of the log domain satisfies, whatever the problem: its form in f and g, its rows, its columns."""
+    """What a plan of the log domain satisfies, whatever the problem: its form in f and g, its rows, its columns
+    (within tol; not checked when tol is None, a run stopped by max_iter)."""
     form = torch.exp((f[..., :, None] + g[..., None, :] - C) / eps)
     close(P, form, rtol=1e-9, atol=1e-300, what=f"the plan, against exp((f_i + g_j - C_ij) / eps) ({words})")
     close(P.sum(-1), a.expand(P.shape[:-1]), rtol=1e-11, atol=1e-14, what=f"the sum of each row of the plan ({words})")
-    if float((P.sum(-2) - b).abs().sum(-1).max()) > tol * (1 + 1e-6) + 1e-15:
+    if tol is not None and float((P.sum(-2) - b).abs().sum(-1).max()) > tol * (1 + 1e-6) + 1e-15:
         raise Wrong(f"the columns of the plan miss b by more than tol ({words})")
 
 
@@ -325,15 +340,28 @@ def _fast(a, b, C, eps):
     return _sinkhorn(a, b, C - low, eps, tol=1e-10, max_iter=FAST)[3] < FAST
 
 
+def _spread(generator, rng, n, m):
+    """alpha_i + beta_j in [0, 2 SPREAD], with alpha 0 on one row and SPREAD on another (n >= 2): added to a cost
+    in [0, 1], it leaves the plan as it is, and that row of exp(-(C - min C) / eps) is zero in float64 for
+    eps <= 0.05, so that subtracting the smallest cost does not save an iteration on the multipliers."""
+    alpha = SPREAD * torch.rand(n, generator=generator, dtype=F64)
+    beta = SPREAD * torch.rand(m, generator=generator, dtype=F64)
+    low, high = rng.sample(range(n), 2)
+    alpha[low], alpha[high] = 0.0, float(SPREAD)
+    return alpha[:, None] + beta[None, :]
+
+
 def _hard_problem(generator, rng, n, m):
-    """A problem whose Gibbs kernel underflows: a cost in [0, 1] plus s with s / eps > 800 (drawn again until
-    Sinkhorn converges fast: a few problems in a thousand need more than FAST iterations)."""
+    """A problem whose Gibbs kernel underflows, even after subtracting the smallest cost: s + c_ij + alpha_i + beta_j
+    with c in [0, 1], s / eps > 800 and rows of alpha SPREAD apart (drawn again until Sinkhorn converges fast: a
+    few problems in a thousand need more than FAST iterations). Returns (a, b, C, eps, s)."""
     while True:
         eps = round(rng.uniform(0.03, 0.05), 4)
         shift = round(rng.uniform(40, 60), 3)
-        a, b, C = _histogram(generator, n), _histogram(generator, m), _cost(generator, n, m, rng)
+        a, b = _histogram(generator, n), _histogram(generator, m)
+        C = shift + _cost(generator, n, m, rng) + _spread(generator, rng, n, m)
         if _fast(a, b, C, eps):
-            return a, b, shift + C, eps, shift
+            return a, b, C, eps, shift
 
 
 def _single_inputs(rng):
@@ -342,7 +370,8 @@ def _single_inputs(rng):
         n, m = rng.randint(3, 12), rng.randint(3, 12)
         a, b, C, eps, shift = _hard_problem(generator, rng, n, m)
         tol = rng.choice([1e-9, 1e-10])
-        cases.append((a, b, C, eps, tol, BUDGET, f"{n} x {m}, eps = {eps:g}, a cost in [{shift:g}, {shift + 1:g}]"))
+        cases.append((a, b, C, eps, tol, BUDGET, f"{n} x {m}, eps = {eps:g}, a cost from {float(C.min()):.4g} to "
+                                                 f"{float(C.max()):.4g}, with rows {SPREAD} apart"))
     return {"cases": cases}
 
 
@@ -417,9 +446,10 @@ def _batch_draw(rng):
         return torch.stack([_histogram(generator, size) for _ in range(count)])
 
     def costs(*shape):
-        return shift + torch.stack([_cost(generator, n, m, rng) for _ in range(math.prod(shape))]).reshape(*shape, n, m)
+        return shift + torch.stack([_cost(generator, n, m, rng) + _spread(generator, rng, n, m)
+                                    for _ in range(math.prod(shape))]).reshape(*shape, n, m)
 
-    words = f"{n} x {m}, eps = {eps:g}"
+    words = f"{n} x {m}, eps = {eps:g}, costs from {shift:g} with rows {SPREAD} apart"
     cases.append((histograms(batch, n), histograms(batch, m), costs(batch), eps, 1e-9, BUDGET,
                   f"a batch of {batch}: a ({batch}, n), b ({batch}, m), C ({batch}, n, m), {words}"))
     cases.append((histograms(batch, n), _histogram(generator, m), costs(1)[0], eps, 1e-9, BUDGET,
@@ -445,6 +475,57 @@ def check_batch(result, cases):
                   what=f"problem {index} of the batch, against it solved alone ({words})")
         if unchanged is not True:
             raise Wrong("log_sinkhorn changed its arguments in place")
+
+
+def vectorized_probe(a, b, C, eps, iterations):
+    """A batch of BATCH problems and its first problem alone, each metered (torch's operations counted), then the
+    others alone; tol = 1e-14 is not met within `iterations`, so that every call runs max_iter = iterations."""
+    meter = operation_meter()
+    with meter() as alone:
+        first = log_sinkhorn(a[0], b[0], C[0], eps, tol=1e-14, max_iter=iterations)
+    with meter() as batched:
+        together = log_sinkhorn(a, b, C, eps, tol=1e-14, max_iter=iterations)
+    others = [log_sinkhorn(a[k], b[k], C[k], eps, tol=1e-14, max_iter=iterations) for k in range(1, a.shape[0])]
+    return [together, [first] + others, alone.ops, batched.ops]
+
+
+def check_vectorized(result, a, b, C, eps, iterations):
+    if not isinstance(result, list) or len(result) != 4 or not isinstance(result[1], list) \
+            or len(result[1]) != a.shape[0]:
+        raise Wrong("the probe's result has the wrong form")
+    together, singles, alone, batched = result
+    words = f"a batch of {a.shape[0]} problems of {C.shape[-2]} x {C.shape[-1]}, eps = {eps:g}, max_iter = {iterations}"
+    P, f, g, _ = _outputs(together, a, b, C, words)
+    _plan_checks(P, f, g, a, b, C, eps, None, words)
+    for k, single in enumerate(singles):
+        one, _, _, _ = _outputs(single, a[k], b[k], C[k], f"problem {k} alone")
+        close(P[k], one, rtol=0, atol=1e-10, what=f"problem {k} of the batch, against your log_sinkhorn on it alone "
+                                                  f"({words})")
+    if type(alone) is not int or type(batched) is not int:
+        raise Wrong("the probe's result has the wrong form")
+    if min(alone, batched) < 2 * iterations:
+        raise Wrong(f"log_sinkhorn ran fewer than two torch operations an iteration ({words}): compute with torch's "
+                    "tensor operations, in this thread")
+    if batched > LOOP_RATIO * alone:
+        raise Wrong(f"the batch ran {batched / alone:.0f} times the torch operations of one of its problems alone "
+                    f"({words}): a Python loop over the problems? Broadcasting does the whole batch in one set of "
+                    "tensor operations")
+
+
+def _vectorized_inputs(rng):
+    """A batch at a moderate eps (this part is about the batch only), drawn again until its first problem, run
+    alone, is still far from tol = 1e-14 after max_iter iterations (a few problems in a hundred meet it in 10):
+    the batch and the problem alone then run max_iter iterations each, and their operations compare."""
+    generator = _gen(rng)
+    while True:
+        n, m, iterations = rng.randint(3, 8), rng.randint(3, 8), rng.randint(6, 10)
+        eps = round(rng.uniform(0.05, 0.15), 3)
+        a = torch.stack([_histogram(generator, n) for _ in range(BATCH)])
+        b = torch.stack([_histogram(generator, m) for _ in range(BATCH)])
+        C = torch.stack([_cost(generator, n, m, rng) for _ in range(BATCH)])
+        P, _, _, _ = _sinkhorn(a[0], b[0], C[0], eps, tol=0.0, max_iter=iterations)
+        if float((P.sum(-2) - b[0]).abs().sum()) > 1e-9:
+            return {"a": a, "b": b, "C": C, "eps": eps, "iterations": iterations}
 
 
 def stopping_probe(a, b, C, eps, runs):
@@ -493,8 +574,11 @@ TASK2 = Task(
         Part(1, "closed forms: separable costs alpha_i + beta_j (the plan a b^T), a 1 x 1 problem, one row, one "
                 "column, a constant added to the cost (the same plan, f + g shifted)",
              closed_probe, check_closed, _closed_inputs),
-        Part(1.5, "batched, with broadcasting: a batch of problems, histograms against a shared cost, two batch "
-                  "dimensions, each problem against it solved alone", sinkhorn_probe, check_batch, _batch_inputs),
+        Part(1, "batched, with broadcasting: a batch of problems, histograms against a shared cost, two batch "
+                "dimensions, each problem against it solved alone", sinkhorn_probe, check_batch, _batch_inputs),
+        Part(0.5, f"no Python loop over the problems of a batch: a batch of {BATCH} problems, against your "
+                  "log_sinkhorn on each alone, runs about as many torch operations as one of them",
+             vectorized_probe, check_vectorized, _vectorized_inputs, helpers=(operation_meter,)),
         Part(0.5, "the stopping rule at a moderate eps: the first iteration whose marginal error is at most tol, "
                   "and max_iter iterations exactly when tol is not reached, from f = 0 and from a given f_init",
              stopping_probe, check_stopping,
