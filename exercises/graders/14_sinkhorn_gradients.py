@@ -19,8 +19,25 @@ numbers: a difference quotient needs one K-iteration forward pass (about 8 K n m
 so on the grader's 8 to 12 by 8 to 12 costs central differences batched over every entry of C, a and b
 (the case file's) do 13 to 40 times the budget, and the complex step is stopped at its first complex tensor.
 The model answer uses about a quarter of the budget (measured: 3.6 to 4.2 times less).
-Task 3's probe hands the student a copy of converged_potentials that counts its calls (three problems,
-at most three calls: finite differences of S re-solve); its own work is not budgeted (see below).
+Task 1's probe runs each call under a budget too (BUDGET1_PER per entry of C plus BUDGET1_BASE) and refuses
+complex numbers: the formulas need about 5 per entry (the model answer uses 12 to 32 times less than the
+budget, 9 to 17 times less on batches), and differentiating the solver needs a Sinkhorn run per entry (the
+complex step through converged_potentials, batched over every entry of a, b and C, the case file's, had full
+marks without the meter).
+Task 3's probe hands the student a copy of converged_potentials that counts its calls (three problems, at
+most three calls: finite differences of S re-solve), and puts the same copy in the place of the notebook's
+converged_potentials while it runs (called by name, the set-up's solver is counted too); it runs each call
+under a budget of work, (BUDGET3_N + BUDGET3_ND d) (nm + n^2 + m^2) plus BUDGET3_BASE, which does not
+count the work of the solver's calls, and refuses complex numbers. Central differences in x of the three
+values <C, P> + eps KL(P | a b^T) at the plans held fixed (quadratic in x, so a difference quotient is
+exact up to rounding, and no extra solve; full marks without the meter) take 2 n d evaluations, each some
+(nm + n^2) work: on the first of the three problems (44 to 56 points in dimension 3 or 4), measured when the
+grader was written, the case file's form does 20 to 30 times the budget and a lean one (only the cost terms
+re-evaluated, with torch.cdist, whose products the meter counts as one write per entry) 4.5 to 8 times,
+while right answers stay under it: the model answer 6 times, with the gradients by broadcasting over
+(n, m, d) 3.6 times, with a Python loop over the points 6 times, over the pairs of points 2.9 times (and 12 s
+a call). The complex step through the set-up's solver (full marks without the meter) is stopped at its
+first complex tensor.
 
 Truths, all computed here, none with the student's formula:
 - task 1 by Danskin's theorem in its own form: torch.autograd of the dual objective
@@ -39,12 +56,14 @@ Truths, all computed here, none with the student's formula:
   plans held fixed (the derivative of each minimum is the partial derivative at its minimizer; the autograd
   counts both places where x enters C(x, x), which is what the task is about), the values by the chapter's
   formula (ad_lib's sinkhorn_divergence, with its autograd gradient in x, agrees to 1e-15 on the inputs
-  of 40 students); the points lie in the unit cube and eps is d/4 to d/2 (at least a quarter of the largest
-  cost), so that each problem converges fast, the symmetric ones included (on the inputs of 100 students: 44
-  iterations at most, 9 in the median; task 1's problems 82 at most).
-  Not caught: central differences of that objective at the fixed plans (a quadratic in x, so a difference
-  quotient is exact up to rounding) instead of the chain rule; that needs the envelope theorem, and a budget
-  of work tight enough to catch it would also catch honest answers that loop over the points.
+  of 40 students, POT's ot.solve values to 1.2e-13 on those of 10); the points lie in the unit cube and eps
+  is d/4 to d/2 (at least a quarter of the largest cost), so that each problem converges fast, the symmetric
+  ones included (on the inputs of 100 students: 29 iterations at most, 8 in the median; task 1's problems 82
+  at most).
+Not caught: difference quotients of each point's own terms, row by row (x_i enters only row i of C(x, y)
+and, through the symmetry of P_xx, row i of C(x, x)), all points at once: 2 d evaluations of O(nm) work,
+the order of the chain rule's, so no budget can tell them apart; such an answer has derived the envelope
+gradient and both places of x, and only the derivative of |x_i - y_j|^2 is left to the quotient.
 """
 
 import torch
@@ -112,16 +131,25 @@ def _triple(got, what, size):
 # Task 1: the envelope gradient at converged potentials
 # ---------------------------------------------------------------------------------------------
 
+BUDGET1_PER = 40  # elements written and multiply-adds allowed per entry of C (the model: about 5)
+BUDGET1_BASE = 2000
+
+
 def envelope_probe(cases):
     import torch
 
+    Meter = operation_meter()
+
     def run():
         answers = []
-        for f, g, a, b, C, eps in cases:
+        for f, g, a, b, C, eps, budget in cases:
             kept = [t.clone() for t in (f, g, a, b, C)]
-            got = envelope_gradients(f, g, a, b, C, eps)
+            meter, got = Meter(budget=budget, stop_on_complex=True), None
+            with meter:
+                got = envelope_gradients(f, g, a, b, C, eps)
             unchanged = all(torch.equal(k, t) for k, t in zip(kept, (f, g, a, b, C)))
-            answers.append([list(got) if type(got) in (tuple, list) else got, unchanged])
+            answers.append([None if meter.stopped else list(got) if type(got) in (tuple, list) else got,
+                            meter.stopped, meter.complex, meter.work, unchanged])
         return answers
 
     return watching_autodiff(run)
@@ -145,10 +173,17 @@ def _envelope_check(which):
         answers = _no_autodiff(result, "envelope_gradients")
         if not isinstance(answers, list) or len(answers) != len(cases):
             raise Wrong("the probe's result has the wrong form")
-        for (got, unchanged), (f, g, a, b, C, eps) in zip(answers, cases):
-            got = _triple(got, "envelope_gradients", 3)
+        for (got, stopped, complex_seen, work, unchanged), (f, g, a, b, C, eps, budget) in zip(answers, cases):
             shape = "x".join(str(s) for s in C.shape)
             words = f"{'a batch of problems' if C.dim() > 2 else 'one problem'}, C of shape {shape}, eps = {eps:.3g}"
+            if complex_seen:
+                raise Wrong(f"envelope_gradients computed with complex numbers ({words}): the complex step through "
+                            "the solver is not the envelope theorem; write the gradients from the potentials")
+            if stopped:
+                raise Wrong(f"envelope_gradients ran past the grader's budget of work ({budget} elements written and "
+                            f"multiply-adds, {words}), several times what the formulas need: differentiating the "
+                            "solver is not the envelope theorem; write the gradients from the potentials")
+            got = _triple(got, "envelope_gradients", 3)
             grad_a, grad_b, grad_C = _danskin(f, g, a, b, C, eps)
             if which in ("C", "all"):
                 close(got[2], grad_C, rtol=1e-10, atol=1e-13, what=f"grad_C ({words})")
@@ -173,7 +208,8 @@ def _envelope_inputs(batch):
             f, g = converged_potentials(a, b, C, eps)
             # the potentials' free constant, one per problem: it changes neither the plan nor the gradients
             shift = 3 * torch.randn(*lead, 1, generator=generator, dtype=F64)
-            cases.append((f + shift, g - shift, a, b, C, eps))
+            budget = BUDGET1_PER * C.numel() + BUDGET1_BASE
+            cases.append((f + shift, g - shift, a, b, C, eps, budget))
         return {"cases": cases}
     return make
 
@@ -181,16 +217,18 @@ def _envelope_inputs(batch):
 TASK1 = Task(
     restricted=Restricted(cells=["task1_envelope"], **WITHOUT),
     parts=[
-        Part(1, "grad_C = the plan exp((f + g - C) / eps), at converged potentials, n and m different",
+        Part(1, "grad_C = the plan exp((f + g - C) / eps), at converged potentials, n and m different, within the "
+                "budget of work (no differentiation of the solver) and without complex numbers",
              envelope_probe, _envelope_check("C"), _envelope_inputs(False)),
         Part(1.5, "grad_a and grad_b: the multipliers f - eps log a and g - eps log b, centered, with weights "
-                  "far from uniform and the potentials shifted by a constant",
+                  "far from uniform and the potentials shifted by a constant, within the budget of work",
              envelope_probe, _envelope_check("ab"), _envelope_inputs(False)),
-        Part(1, "a batch of problems (leading dimension): all three gradients, each problem centered on its own",
+        Part(1, "a batch of problems (leading dimension): all three gradients, each problem centered on its own, "
+                "within the budget of work",
              envelope_probe, _envelope_check("all"), _envelope_inputs(True)),
     ])
 for _part in TASK1.parts:
-    _part.helpers = (watching_autodiff,)
+    _part.helpers = (watching_autodiff, operation_meter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,21 +335,50 @@ for _part in TASK2.parts:
 # Task 3: the Sinkhorn divergence and its gradient in the points
 # ---------------------------------------------------------------------------------------------
 
+BUDGET3_N, BUDGET3_ND = 60, 15  # work allowed per pair of points (nm + n^2 + m^2 pairs), and per pair and dimension
+BUDGET3_BASE = 4000
+
+
 def divergence_probe(cases):
     import torch
 
+    Meter = operation_meter()
+
     def run():
         answers = []
-        for x, y, eps in cases:
-            kept, calls = [x.clone(), y.clone()], [0]
+        for x, y, eps, budget in cases:
+            kept, calls, credit = [x.clone(), y.clone()], [0], [0]
+            meter, got = Meter(budget=budget, stop_on_complex=True), None
 
             def solve(a, b, C, eps):
+                # the grader's solver: its calls are counted, and its own work is not charged to the answer
                 calls[0] += 1
-                return converged_potentials(a, b, C, eps)
+                if not all(type(t) is torch.Tensor for t in (a, b, C)):
+                    raise TypeError("solve(a, b, C, eps) takes three tensors and a number")
+                eps = float(eps)
+                allowed, before = meter.budget, meter.work
+                meter.budget = float("inf")
+                try:
+                    return converged_potentials(a, b, C, eps)
+                finally:
+                    credit[0] += meter.work - before
+                    meter.budget = allowed + (meter.work - before)
 
-            got = sinkhorn_divergence(x, y, eps, solve)
+            # the set-up's converged_potentials, called by name, is the counted solver too
+            missing = object()
+            setup_solver = __student__.get("converged_potentials", missing)
+            __student__["converged_potentials"] = solve
+            try:
+                with meter:
+                    got = sinkhorn_divergence(x, y, eps, solve)
+            finally:
+                if setup_solver is missing:
+                    __student__.pop("converged_potentials", None)
+                else:
+                    __student__["converged_potentials"] = setup_solver
             unchanged = torch.equal(kept[0], x) and torch.equal(kept[1], y)
-            answers.append([list(got) if type(got) in (tuple, list) else got, calls[0], unchanged])
+            answers.append([None if meter.stopped else list(got) if type(got) in (tuple, list) else got, calls[0],
+                            meter.stopped, meter.complex, meter.work - credit[0], unchanged])
         return answers
 
     return watching_autodiff(run)
@@ -341,12 +408,20 @@ def _divergence_check(which):
         answers = _no_autodiff(result, "sinkhorn_divergence")
         if not isinstance(answers, list) or len(answers) != len(cases):
             raise Wrong("the probe's result has the wrong form")
-        for (got, calls, unchanged), (x, y, eps) in zip(answers, cases):
-            got = _triple(got, "sinkhorn_divergence", 2)
+        for (got, calls, stopped, complex_seen, work, unchanged), (x, y, eps, budget) in zip(answers, cases):
             words = f"clouds of {x.shape[0]} and {y.shape[0]} points in dimension {x.shape[1]}, eps = {eps:.3g}"
+            if complex_seen:
+                raise Wrong(f"sinkhorn_divergence computed with complex numbers ({words}): the complex step is not "
+                            "a derivation; write the gradient by the chain rule through the cost")
+            if stopped:
+                raise Wrong(f"sinkhorn_divergence ran past the grader's budget of work ({budget} elements written and "
+                            f"multiply-adds besides the work of solve, {words}), several times what the values and the "
+                            "chain rule need: finite differences (an evaluation per coordinate of every point) are "
+                            "not a derivation; write the gradient from the plans")
             if calls > 3:
                 raise Wrong(f"sinkhorn_divergence called solve {calls} times ({words}): three problems need three "
                             "calls; the gradient comes from their plans, not from more Sinkhorn runs")
+            got = _triple(got, "sinkhorn_divergence", 2)
             S, grad = _divergence_truth(x, y, eps)
             if which == "value":
                 close(got[0], S, rtol=1e-10, atol=1e-12, what=f"S_eps(x, y) ({words})")
@@ -359,14 +434,18 @@ def _divergence_check(which):
 
 def _divergence_inputs(rng):
     generator, cases = _gen(rng), []
-    for k in range(3):
-        d = rng.randint(1, 3)
-        n, m = rng.sample(range(3, 11), 2)
+    # large clouds in dimension 3 or 4 (where the budget tells finite differences from the chain rule), small
+    # ones in dimension 1 or 2, and a cloud against itself in another order (S = 0, a zero gradient)
+    for low, high, dims in ((44, 57, (3, 4)), (8, 25, (1, 2)), (20, 33, (2, 3))):
+        d = rng.choice(dims)
+        n, m = rng.sample(range(low, high), 2)
         x = torch.rand(n, d, generator=generator, dtype=F64)
         y = 0.5 * torch.rand(d, generator=generator, dtype=F64) + 0.5 * torch.rand(m, d, generator=generator, dtype=F64)
-        if k == 2:  # the same cloud, its points in another order: S = 0 and a zero gradient
-            y = x[torch.randperm(n, generator=generator)]
-        cases.append((x, y, round(d * rng.uniform(0.25, 0.5), 4)))
+        if len(cases) == 2:
+            m, y = n, x[torch.randperm(n, generator=generator)]
+        pairs = n * m + n * n + m * m
+        budget = (BUDGET3_N + BUDGET3_ND * d) * pairs + BUDGET3_BASE
+        cases.append((x, y, round(d * rng.uniform(0.25, 0.5), 4), budget))
     return {"cases": cases}
 
 
@@ -374,13 +453,15 @@ TASK3 = Task(
     restricted=Restricted(cells=["task3_divergence"], **WITHOUT),
     parts=[
         Part(1, "S_eps(x, y) = OT(x, y) - (OT(x, x) + OT(y, y)) / 2 from the given solver, with uniform weights and "
-                "the squared Euclidean cost; zero for a cloud against itself in another order",
+                "the squared Euclidean cost; zero for a cloud against itself in another order; within the budget of "
+                "work and without complex numbers",
              divergence_probe, _divergence_check("value"), _divergence_inputs),
         Part(2, "the gradient of S_eps in x by hand (the plan of each problem, the chain rule through the cost, "
-                "x in both places of OT(x, x)), with at most three calls of the solver",
+                "x in both places of OT(x, x)), with at most three calls of the solver and within the budget of "
+                "work (no finite differences)",
              divergence_probe, _divergence_check("grad"), _divergence_inputs),
     ])
 for _part in TASK3.parts:
-    _part.helpers = (watching_autodiff, converged_potentials)
+    _part.helpers = (watching_autodiff, operation_meter, converged_potentials)
 
 TASKS = {"task1_tests": TASK1, "task2_tests": TASK2, "task3_tests": TASK3}

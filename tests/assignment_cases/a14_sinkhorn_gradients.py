@@ -6,11 +6,16 @@ where score is what the wrong answer still earns: the points of the parts of its
 right answers that use what their task forbids (the book's ad_lib.sinkhorn_gradients under another name,
 torch.autograd through the iterations, torch.func on the envelope objective), handed in together; each
 scores 0 on its task. The entries of GAMING = {name: (solution grade_id, test grade_id, code, score)}:
-answers that try to score without the work (torch.func.grad of the dual objective, central differences
-of the K iterations batched over every entry, the converged plan in place of the recursion, finite
-differences of the divergence with a Sinkhorn run per coordinate) or that miss a requirement the visible
-tests also check (gradients in a and b not centered), with what they earn. They fill two submissions
-(each holds a solution cell once), as assignment 12's do.
+answers that try to score without the work, with what they earn: torch.func.grad of the dual objective;
+the complex step through the set-up's solver, batched over every entry of a, b and C (task 1); central
+differences of the K iterations batched over every entry; the converged plan in place of the recursion
+(task 2); central differences of the values at the three plans held fixed (quadratic in x, so exact, and
+three calls of solve); the complex step of S through the set-up's converged_potentials, called by name
+(task 3). The complex steps and the differences at the fixed plans had full marks before tasks 1 and 3 had
+a budget of work. They fill two submissions (each holds a solution cell once), as assignment 12's do; two
+earlier entries made way for them (gradients in a and b not centered, which the visible tests check too
+and the hidden ones compare entry by entry with centered truths; finite differences of S re-solving
+through solve, which task 3's budget now stops as it stops the differences at the fixed plans).
 """
 
 WRONG = {
@@ -113,11 +118,26 @@ def envelope_gradients(f, g, a, b, C, eps):
     ga, gb, gC = torch.func.grad(dual, argnums=(0, 1, 2))(a, b, C)
     return ga - ga.mean(-1, keepdim=True), gb - gb.mean(-1, keepdim=True), gC
 ''', 0),
-    # the multipliers, right, but not centered: the constant along 1 left in (the visible tests check the sum)
-    "not centered": ("task1_envelope", "task1_tests", '''
+    # the complex step through the set-up's solver, every entry of a, b and C perturbed at once in one batch of
+    # problems: right to rounding (full marks before task 1 had a meter), but a Sinkhorn run per entry, past
+    # the budget of work, and complex
+    "complex step through the solver": ("task1_envelope", "task1_tests", '''
 def envelope_gradients(f, g, a, b, C, eps):
-    return f - eps * torch.log(a), g - eps * torch.log(b), torch.exp((f.unsqueeze(-1) + g.unsqueeze(-2) - C) / eps)
-''', 1),  # grad_C is right
+    lead, n, m = C.shape[:-2], C.shape[-2], C.shape[-1]
+    N = n + m + n * m
+    h = 1e-30
+    E = torch.eye(N, dtype=C.dtype)
+    A = a.unsqueeze(-2) + 1j * h * E[:, :n]
+    B = b.unsqueeze(-2) + 1j * h * E[:, n:n + m]
+    M = C.unsqueeze(-3) + 1j * h * E[:, n + m:].reshape(N, n, m)
+    F, G = converged_potentials(A, B, M, eps)
+    plans = torch.exp((F.unsqueeze(-1) + G.unsqueeze(-2) - M) / eps)
+    lagr = (F - eps * torch.log(A)).unsqueeze(-1) + (G - eps * torch.log(B)).unsqueeze(-2) - eps
+    V = (plans * lagr).sum((-2, -1)) + eps * A.sum(-1) * B.sum(-1)
+    d = V.imag / h
+    ga, gb, gC = d[..., :n], d[..., n:n + m], d[..., n + m:].reshape(*lead, n, m)
+    return ga - ga.mean(-1, keepdim=True), gb - gb.mean(-1, keepdim=True), gC
+''', 0),
     # central differences of the K iterations, all perturbations of C, a and b at once in one batch
     # (complex step and autograd avoided): right to about 1e-10, but far past the budget of work
     "batched finite differences": ("task2_recursion", "task2_tests", '''
@@ -152,24 +172,54 @@ def sinkhorn_value_and_grad(a, b, C, eps, K):
     value = (C * PK).sum() + eps * (PK * (torch.log(PK / a[:, None] / b[None, :])) - PK).sum() + eps * a.sum() * b.sum()
     return value, f - eps * torch.log(a), g - eps * torch.log(b), PK
 ''', 1),  # the value is right
-    # central differences of S, re-solving the three problems for every coordinate of every point
-    "finite differences of the divergence": ("task3_divergence", "task3_tests", '''
+    # the three plans from solve, then central differences in x of <C(x), P> + eps KL(P | a b^T) at the plans
+    # held fixed: quadratic in x, so exact up to rounding, with three calls of solve (full marks before task 3
+    # had a meter); 2 n d evaluations of an n x m objective, far past the budget of work
+    "finite differences at the fixed plans": ("task3_divergence", "task3_tests", '''
 def sinkhorn_divergence(x, y, eps, solve):
-    def OT(p, q):
+    def parts(p, q):
         sq = torch.cdist(p, q) ** 2
         wp = torch.ones(len(p), dtype=p.dtype) / len(p)
         wq = torch.ones(len(q), dtype=q.dtype) / len(q)
         f, g = solve(wp, wq, sq, eps)
         pl = ((f.unsqueeze(1) + g.unsqueeze(0) - sq) / eps).exp()
+        return wp, wq, pl
+    def objective(p, q, wp, wq, pl):
+        sq = torch.cdist(p, q) ** 2
         return (sq * pl).sum() + eps * (pl * (pl / wp.unsqueeze(1) / wq.unsqueeze(0)).log() - pl).sum() + eps
+    fixed = {"xy": parts(x, y), "xx": parts(x, x), "yy": parts(y, y)}
     def S(z):
-        return OT(z, y) - (OT(z, z) + OT(y, y)) / 2
+        return (objective(z, y, *fixed["xy"]) - 0.5 * objective(z, z, *fixed["xx"])
+                - 0.5 * objective(y, y, *fixed["yy"]))
     grad = torch.zeros_like(x)
     for i in range(x.shape[0]):
         for k in range(x.shape[1]):
             e = torch.zeros_like(x)
-            e[i, k] = 1e-5
-            grad[i, k] = (S(x + e) - S(x - e)) / 2e-5
+            e[i, k] = 1e-3
+            grad[i, k] = (S(x + e) - S(x - e)) / 2e-3
     return S(x), grad
+''', 0),
+    # the complex step of S through the set-up's converged_potentials, called by name (not solve, whose calls
+    # are counted), re-solving the three problems for every coordinate: right to rounding, and full marks
+    # before task 3 had a meter; stopped at its first complex tensor
+    "complex step through the set-up's solver": ("task3_divergence", "task3_tests", '''
+def sinkhorn_divergence(x, y, eps, solve):
+    def OT(p, q):
+        sq = ((p.unsqueeze(1) - q.unsqueeze(0)) ** 2).sum(-1)
+        wp = torch.ones(len(p), dtype=torch.float64) / len(p)
+        wq = torch.ones(len(q), dtype=torch.float64) / len(q)
+        f, g = converged_potentials(wp + 0j, wq + 0j, sq, eps)
+        pl = torch.exp((f.unsqueeze(1) + g.unsqueeze(0) - sq) / eps)
+        lagr = (f - eps * torch.log(wp)).unsqueeze(1) + (g - eps * torch.log(wq)).unsqueeze(0) - eps
+        return (pl * lagr).sum() + eps
+    def S(z):
+        return OT(z, y) - (OT(z, z) + OT(y + 0j, y + 0j)) / 2
+    grad = torch.zeros_like(x)
+    for i in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            e = torch.zeros(x.shape, dtype=torch.complex128)
+            e[i, k] = 1e-30j
+            grad[i, k] = S(x + e).imag / 1e-30
+    return S(x + 0j).real, grad
 ''', 0),
 }
