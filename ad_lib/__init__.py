@@ -45,17 +45,25 @@ One module per idea, in the order of the book:
 - :mod:`ad_lib.sinkhorn_gradients` (chapter 14): the gradient of Sinkhorn's value four ways (unrolled, by a reverse
   recursion derived by hand, by the envelope theorem, by implicit differentiation of the plan), Sinkhorn divergences
   between point clouds, and a generator fitted with them.
+- :mod:`ad_lib.barycenter` (chapter 15): entropic Wasserstein barycenters by iterative Bregman projections, on the
+  multipliers or in the log domain, batched and with separable costs on grids, their gradient in the histograms
+  and the weights by a reverse recursion derived by hand, and Wasserstein dictionary learning.
+- :mod:`ad_lib.markov` (chapter 16): optimal transport between Markov chains: random walks on graphs, stationary
+  distributions, the discounted distance of Brugère, Wan and Wang as the fixed point of a contraction
+  (``markov_ot_distance``) with its nm inner problems solved as one Sinkhorn, and its gradient by the adjoint system
+  ``K^T L = G``, ``K = I - (1 - delta) P``, solved without forming ``K``.
 
 and :mod:`ad_lib.runtime` for the device, the random seeds and the timings every
 chapter uses. ``with ad_lib.detect_anomaly():`` (from :mod:`ad_lib.ops`) stops at
 the first primitive that computes a NaN or an infinity.
 """
 
-from ad_lib import (adjoint, checkpointing, compositions, declarative, feedforward, finite_diff, forward, generative, graph,
-                    implicit, layers, normalization, ops, optim, reverse, reversible, sinkhorn, sinkhorn_gradients)
+from ad_lib import (adjoint, barycenter, checkpointing, compositions, declarative, feedforward, finite_diff, forward,
+                    generative, graph, implicit, layers, markov, normalization, ops, optim, reverse, reversible, sinkhorn,
+                    sinkhorn_gradients)
 from ad_lib.ops import detect_anomaly
 from ad_lib.runtime import cpu_threads, device, seed_everything, time_call
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adjoint", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "generative", "graph", "implicit", "layers", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "sinkhorn", "sinkhorn_gradients", "time_call"]
+__all__ = ["__version__", "adjoint", "barycenter", "checkpointing", "compositions", "cpu_threads", "declarative", "detect_anomaly", "device", "feedforward", "finite_diff", "forward", "generative", "graph", "implicit", "layers", "markov", "normalization", "ops", "optim", "reverse", "reversible", "seed_everything", "sinkhorn", "sinkhorn_gradients", "time_call"]

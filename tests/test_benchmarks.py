@@ -15,6 +15,9 @@ HEADINGS = {  # each benchmark, and what its output must show
     "bench_implicit.py": ("1. Optimal-transport node", "2. Robust vector pooling", "3. Fixed point", "block's peak at"),
     "bench_part3.py": ("1. conv2d", "2. One optimizer step", "3. Batch normalization", "Adam"),
     "bench_part4.py": ("1. Log-domain Sinkhorn", "2. The same problem: peak memory", "3. Batched", "4. One log-domain iteration"),
+    "bench_barycenter.py": ("1. Barycenter of 4 histograms", "separable vs convolutional", "2. Backward", "unrolled against manual"),
+    "bench_markov.py": ("1. Discounted distance and its gradient", "2. Peak memory", "3. The largest n = m that fits in 8 GiB",
+                        "implicit fits in 8 GiB up to"),
 }
 
 
