@@ -805,23 +805,57 @@ def judge(part: Part, outcome: dict, inputs: dict, log=None) -> Verdict:
 # Names that an answer has no reason to write, through which code in the kernel can reach the grader's
 # instruments: torch's engine and dispatch modes that the probes watch (torch._C, the mode stacks), a
 # counter kept in a probe's closure, the probe's frame and objects (frames, found by sys._getframe, inspect
-# or an exception's traceback; gc, ctypes, sys.modules),
+# or an exception's traceback; gc, ctypes, sys.modules), the probe's namespace (``__ad_namespace``, which
+# the notebook's globals hold while a probe runs, and ``globals()``),
 # tracing hooks, the classes and functions behind a decorated or forbidden one (__subclasses__,
 # __wrapped__), and other threads and processes, which the probes' meters do not see. An answer cell
 # that writes one of them (outside a comment) scores nothing on its task; a cell the student added, which
 # belongs to no task, on every task. The probes also check what they can while they run
 # (watching_autodiff notices an engine put in its place), but code in the same process can always undo a
 # check it can reach: this scan makes reaching it cost the marks.
+# Reaching them without writing their names costs the same: an attribute or a module named at run time
+# (getattr with a name that is not a plain string literal, vars, __dict__, importlib, __import__,
+# pkgutil.resolve_name, attrgetter, a builtin function's __self__ (torch._C for torch's)), code built
+# from a string (eval, exec, compile, builtins, IPython's run_cell, pickle's loads) and torch changed in
+# place (torch.logsumexp = ..., torch.Tensor.unsqueeze = ..., torch's private modules): work done by a
+# replaced torch function inside the grader's own code would go uncounted. Method calls keep their
+# names free (model.eval(), re.compile, torch.compile): the builtins are matched where no dot precedes.
+_DYNAMIC = r"setattr|delattr|vars|eval|exec|compile|__import__|globals"
 TAMPERING = re.compile(
     r"\b(_C|_execution_engine|_ImperativeEngine|_python_dispatch|_disable_current_modes|_pop_mode|_push_mode"
-    r"|_pop_torch_dispatch_mode|_push_on_torch_dispatch_stack|_len_torch_dispatch_stack|TorchDispatchMode"
+    r"|_pop_torch_dispatch_mode|_pop_torch_dispatch_stack|_push_on_torch_dispatch_stack|_len_torch_dispatch_stack"
+    r"|_get_dispatch_stack_at|TorchDispatchMode"
     r"|TorchFunctionMode|__closure__|cell_contents|__code__|__globals__|__builtins__|_getframe|f_back|f_locals"
     r"|f_globals|currentframe|__traceback__|tb_frame|gi_frame|cr_frame|ag_frame|get_referrers|get_referents"
-    r"|get_objects|ctypes|setprofile|settrace"
+    r"|get_objects|ctypes|_ctypes|cffi|setprofile|settrace"
     r"|__subclasses__|__wrapped__|threading|_thread|ThreadPoolExecutor|ProcessPoolExecutor|multiprocessing"
-    r"|subprocess|Popen)\b"
-    r"|\bsys\s*\.\s*modules\b|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b"
-    r"|\binspect\s*\.|\bfrom\s+inspect\b|\bimport\s+(\w+\s*,\s*)*inspect\b")  # the module, not the word in a sentence
+    r"|subprocess|Popen"
+    # the probe's namespace, and attributes and modules reached by a name made at run time
+    r"|__ad_\w*|__student__|__self__|__dict__|__getattribute__|__getattr__|__setattr__|__delattr__"
+    r"|setattr|delattr|__import__|importlib|import_module|pkgutil|resolve_name|runpy|zipimport|__loader__|__spec__"
+    r"|attrgetter|methodcaller|builtins|metaclass|__del__|weakref"
+    # code run from a string, or from bytes
+    r"|get_ipython|run_cell|run_line_magic|run_cell_magic|InteractiveConsole|InteractiveInterpreter|doctest"
+    r"|CodeType|FunctionType|pickle|_pickle|cPickle|dill|cloudpickle|marshal|shelve|copyreg|joblib"
+    r"|weights_only|allow_pickle|safe_globals|add_safe_globals|sympify|parse_expr)\b"
+    r"|\bsys\s*\.\s*(modules|addaudithook|monitoring)\b|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b"
+    r"|\bgc\s*\.\s*callbacks\b|\bpdb\s*\.\s*run|\bc?[Pp]rofile\s*\.\s*run\b|\bTimer\s*\("
+    r"|\b(?:import|from)\s+__main__\b|\b__main__\s*\."  # the notebook's module (not if __name__ == "__main__")
+    r"|(?<!%)\btimeit\b"  # the module, which runs strings (not the %timeit magic, whose code is in the cell)
+    r"|\binspect\s*\.|\bfrom\s+inspect\b|\bimport\s+(\w+\s*,\s*)*inspect\b"  # the module, not the word in a sentence
+    r"|\b(?:from\s+code\s+import|import\s+(\w+\s*,\s*)*code)\b"  # the standard library's interactive interpreter
+    # getattr, but for a call with a plain string literal: getattr(obj, "name") and getattr(obj, "name", default)
+    r"|\bgetattr\b(?!\s*\((?:[^,()]|\([^()]*\))+,\s*[\"'][A-Za-z]\w*[\"']\s*[,)])"
+    # the builtins that run code or reach attributes, called or handed on (not model.eval(), re.compile)
+    rf"|(?<![\w.])({_DYNAMIC})\s*\(|(?<![\w.])({_DYNAMIC})(?=[ \t]*(?:[,)\]}};\n]|\Z))"
+    # torch changed in place: an assignment (augmented, annotated, in a loop or a with) to an attribute
+    # chain from torch (not torch.x == y, nor the default of an argument annotated x: torch.Tensor = None),
+    # and torch's private attributes and modules
+    r"|(?<!:)(?<!:\s)(?<!:\s\s)\btorch(\s*\.\s*\w+)+(\s*\[[^\]\n]*\])*\s*(?::\s*[\w.]+\s*)?"
+    r"(?:[-+*/@%&|^]|//|\*\*|<<|>>)?=(?!=)"
+    r"|\b(?:for|as)\s+torch\s*\.|\b__class__\s*(?:\.\s*\w+\s*)*=(?!=)"
+    r"|\btorch(\s*\.\s*\w+)*?\s*\.\s*_(?!_|foreach_)\w*"  # (torch._foreach_* are public in all but name)
+    r"|\bfrom\s+torch[\w.]*\s+import\s+\(?\s*(?:\w+(?:\s+as\s+\w+)?\s*,\s*)*_(?!_)\w*")
 
 
 def _without_comments(source: str) -> str:

@@ -425,7 +425,7 @@ def test_an_answer_that_reaches_for_the_instruments_loses_its_own_task():
               cell("engine = Variable._execution_engine", "task2_tests", locked=True)]  # the instructor's
     assert grading.tampering(nbformat.v4.new_notebook(cells=honest), tests) == {}
     swap = cell("own = torch._C._ImperativeEngine()", "task2_b")
-    assert grading.tampering(nbformat.v4.new_notebook(cells=honest + [swap]), tests) == {"task2_tests": "_C"}
+    assert grading.tampering(nbformat.v4.new_notebook(cells=honest + [swap]), tests) == {"task2_tests": "torch._C"}
     added = cell("for box in h.__closure__: box.cell_contents[0] = 1")
     assert grading.tampering(nbformat.v4.new_notebook(cells=honest + [added]), tests) == {
         "task1_tests": "__closure__", "task2_tests": "__closure__"}
@@ -441,3 +441,90 @@ def test_an_answer_that_reaches_for_the_instruments_loses_its_own_task():
     assert grading.tampering(nbformat.v4.new_notebook(cells=[raised]), tests) == {"task2_tests": "__traceback__"}
     assert grading.tampering(nbformat.v4.new_notebook(cells=[cell("os.system('python -c 1')", "task2_b")]), tests) == {
         "task2_tests": "os.system"}
+
+
+# Reaching the instruments without writing their names (review of assignment 14): each answer cell's
+# code, and the name the scan reports. The first is the review's: torch._C by a name made at run time,
+# the operation meter popped off torch's dispatch stack, uncounted work, the meter pushed back.
+DYNAMIC = {
+    'core = getattr(torch, "_" + "C")\nmode = core._pop_torch_dispatch_stack(None)\nx = torch.ones(1000) * 2\n'
+    "core._push_on_torch_dispatch_stack(mode)": "getattr",
+    "core = getattr(torch, name)": "getattr",
+    "get = getattr": "getattr",  # handed on, to be called with any name
+    "seen = getattr(inspect, f'stack')": "getattr",
+    'core = vars(torch)["_" + "C"]': "vars(",
+    'core = torch.__dict__["_" + "C"]': "__dict__",
+    "import __main__ as top": "import __main__",
+    'setattr(torch, "logsumexp", f)': "setattr",
+    'delattr(torch.Tensor, "unsqueeze")': "delattr",
+    'core = __import__("torch._" + "C")': "__import__",
+    'core = importlib.import_module("torch." + "_C")': "importlib",
+    "from importlib import import_module as im\ncore = im(name)": "importlib",
+    'core = pkgutil.resolve_name("torch:_" + "C")': "pkgutil",
+    'core = attrgetter("_" + "C")(torch)': "attrgetter",
+    "core = torch.is_grad_enabled.__self__": "__self__",  # a builtin function's module: torch._C
+    'core = eval("torch." + "_" + "C")': "eval(",
+    "exec (code, {})": "exec (",
+    "program = compile(text, '<answer>', 'exec')": "compile(",
+    "run = eval\nrun(text)": "eval",
+    "tools = [exec, print]": "exec",
+    "core = builtins.eval(text)": "builtins",
+    "get_ipython().run_cell(text)": "get_ipython",
+    "state = pickle.loads(blob)": "pickle",
+    # the probe's namespace (the notebook's globals hold it while a probe runs): its encoder replaced
+    'space = __ad_namespace\nspace["__ad_encode"] = forged': "__ad_namespace",
+    'space = globals()["__ad_" + "namespace"]': "globals(",
+    # torch changed in place, for the grader's own code to do the work uncounted
+    "torch.logsumexp = my_logsumexp": "torch.logsumexp =",
+    "torch . logsumexp=my_logsumexp": "torch . logsumexp=",
+    "torch.Tensor.unsqueeze = lambda self, d: self": "torch.Tensor.unsqueeze =",
+    "torch.nn.functional.softmax += 0": "torch.nn.functional.softmax +=",
+    "torch.exp: object = f": "torch.exp: object =",
+    "for torch.exp in [f]:\n    pass": "for torch.",
+    "x.__class__ = Other": "__class__ =",
+    "import torch.utils._pytree as tree": "torch.utils._pytree",
+    "from torch import _VF": "from torch import _VF",
+}
+
+# ... and honest code that writes the same words: methods (model.eval(), re.compile, torch.compile),
+# getattr with a plain name, torch's attributes read or compared, attributes of other objects assigned
+NOT_DYNAMIC = [
+    "%timeit f(x)", "%%timeit\nf(x)", 'if __name__ == "__main__":\n    main()', "torch._foreach_mul_(ps, 0.9)",
+    "model.eval()", "net.train()\nloss = net.eval()", 'pattern = re.compile(r"\\d+")', "fast = torch.compile(f)",
+    'n = getattr(x, "shape")', 'w = getattr(self.model, "weight", None)', 'g = getattr(f(a, b), "grad")',
+    "assert x == torch.pi", "same = torch.float64 == x.dtype", "ok = torch.pi <= y and torch.e != y",
+    "def f(x: torch.Tensor = None, dtype: torch.dtype = torch.float64):\n    return x",
+    "x.grad = torch.zeros(3)", "ctx.saved = torch.ones(2)", "print('put the model in eval mode')",
+    "score = evaluate(x) + my_eval(x)", "exec_time = 3", "y = torch.nn.functional.softmax(x, dim=0)",
+    "kwargs = dict(dtype=torch.float64)", "z = torch.Tensor.__add__(a, b)", 'named = x.__class__.__name__ == "Tensor"',
+    "tol = {torch.float32: 1e-5, torch.float64: 1e-12}[x.dtype]", "y = f(x,\n      torch.float64, eps=1)",
+    "# getattr(torch, '_' + 'C') and torch.exp = f, in a comment\ny = torch.exp(x)",
+]
+
+
+@pytest.mark.parametrize("source", list(DYNAMIC))
+def test_an_answer_that_names_the_instruments_at_run_time_loses_its_own_task(source):
+    """grading.TAMPERING catches the dynamic ways to an attribute, a module or code (getattr with a name
+    that is not a plain literal, vars, __import__, importlib, eval, exec, compile, ...), the probe's
+    namespace, and assignments to torch's attributes: the cell's task scores nothing."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "exercises"))
+    import grading
+
+    made = nbformat.v4.new_code_cell(source)
+    made.metadata["nbgrader"] = {"grade_id": "task2_b", "solution": True, "locked": False}
+    assert grading.tampering(nbformat.v4.new_notebook(cells=[made]), ["task1_tests", "task2_tests"]) == {
+        "task2_tests": DYNAMIC[source]}
+
+
+@pytest.mark.parametrize("source", NOT_DYNAMIC)
+def test_honest_code_with_the_same_words_costs_nothing(source):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "exercises"))
+    import grading
+
+    made = nbformat.v4.new_code_cell(source)
+    made.metadata["nbgrader"] = {"grade_id": "task1_a", "solution": True, "locked": False}
+    assert grading.tampering(nbformat.v4.new_notebook(cells=[made]), ["task1_tests", "task2_tests"]) == {}
