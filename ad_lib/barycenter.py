@@ -33,9 +33,10 @@ those of chapter 13 (``P_k = exp((f_k + g_k - C) / eps)``). The regularization i
 ``eps sum P log P`` (``KL(P | K)``), not chapter 13's ``KL(P | a p^T)``: the two values differ by
 ``eps (H(a) + H(p))``, which depends on ``p`` and so moves the minimizer. The iteration equals POT's
 ``ot.bregman.barycenter(A, C, eps, weights, method="sinkhorn_log")`` iteration for iteration; POT's
-``method="sinkhorn"`` starts with a step that weighs the histograms uniformly: from that starting point (``g_init``)
-it is our iteration, and with uniform weights one iteration ahead of it, but with unequal weights it converges to
-plans that share a column marginal without being optimal (chapter 15, section "Iterative Bregman projections").
+``method="sinkhorn"`` starts with a step that weighs the histograms uniformly (and applies ``K`` where our first
+iteration applies ``K^T``): from that starting point (``g_init``) it is our iteration, with uniform weights and a
+symmetric cost one iteration ahead of it (with uniform weights and any cost it still converges to our barycenter),
+but with unequal weights it converges to plans that share a column marginal without being optimal (chapter 15, section "Iterative Bregman projections").
 """
 
 from __future__ import annotations
@@ -743,15 +744,19 @@ def gaussian_barycenter(means: Sequence[float], stds: Sequence[float], weights: 
     ``sum_k lambda_k m_k`` and the std ``sigma`` solving ``sum_k lambda_k s_k^2 / c_k(sigma) = 1``
     :eq:`eq-ch15-gaussian` (found by bisection: the left side decreases from infinity to zero). As ``eps -> 0``,
     ``sigma -> sum_k lambda_k s_k`` (McCann's interpolation); one Gaussian gives ``sigma^2 = s^2 + eps / 2``,
-    its blur by the Gibbs kernel. Chapter 15, section "One histogram and two Gaussians".
+    its blur by the Gibbs kernel. Bad input (lengths that differ, means not finite, stds not positive and finite,
+    weights off the simplex or not finite, ``eps <= 0``) is a ``ValueError`` naming the argument. Chapter 15,
+    section "One histogram and two Gaussians".
     """
     means, stds, weights = [list(map(float, x)) for x in (means, stds, weights)]
     if not (len(means) == len(stds) == len(weights) >= 1):
         raise ValueError(f"means, stds and weights must have the same length >= 1, got {len(means)}, {len(stds)}, "
                          f"{len(weights)}")
-    if any(s <= 0 or not math.isfinite(s) for s in stds):
+    if not all(math.isfinite(m) for m in means):
+        raise ValueError(f"means must be finite, got {means}")
+    if any(not s > 0 or not math.isfinite(s) for s in stds):
         raise ValueError(f"stds must be positive and finite, got {stds}")
-    if any(w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-9:
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not abs(sum(weights) - 1) <= 1e-9:
         raise ValueError(f"weights must be nonnegative and sum to one, got {weights}")
     eps = _check_eps(eps)
 
@@ -828,6 +833,9 @@ def wasserstein_dictionary_learning(X: torch.Tensor, n_atoms: int, C, eps: float
     _check_choice("domain", domain, DOMAINS, "the barycenter's iteration")
     _check_choice("grad", grad, GRADS, "how the barycenter is differentiated")
     _check_count("max_iter", max_iter)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer (the seed of the atoms' random start), got {type(seed).__name__} "
+                        f"{seed!r}")
     data = X.detach().transpose(0, 1)                                       # (N, n)
     rng = torch.Generator().manual_seed(seed)
     # near-uniform atoms, told apart by a small random perturbation (starting from data histograms, tried too, ended

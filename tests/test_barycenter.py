@@ -113,6 +113,18 @@ def test_uniform_weights_pot_sinkhorn_runs_one_iteration_more():
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-12)
 
 
+def test_uniform_weights_pot_sinkhorn_converges_to_ours_for_any_cost():
+    """With a non-symmetric cost POT's start applies K where our first iteration applies K^T, so it is not one
+    iteration ahead; with uniform weights its start keeps sum_k w_k log v_k = 0, and it converges to our barycenter."""
+    A, C, _ = problem(n=9, K=3, seed=3, symmetric=False)
+    w = torch.full((3,), 1 / 3, dtype=F64)
+    ahead = barycenter(A, C, w, 0.1, domain="scaling", max_iter=5, **FIXED).barycenter
+    assert float((ahead - torch.tensor(pot_barycenter(A, C, w, 0.1, "sinkhorn", 4))).abs().max()) > 1e-6
+    ours = barycenter(A, C, w, 0.1, **EXACT)
+    theirs = pot_barycenter(A, C, w, 0.1, "sinkhorn", 5000, stop=1e-15)
+    np.testing.assert_allclose(ours.barycenter.numpy(), theirs, rtol=0, atol=1e-12)
+
+
 def test_pot_sinkhorn_with_unequal_weights_converges_off_the_minimizer():
     """POT's scaling barycenter keeps sum_k w_k log v_k at the value of its uniform start: converged, it has plans
     with a common column marginal that violate the optimality condition sum_k w_k g_k = constant, and a larger
@@ -129,6 +141,17 @@ def test_pot_sinkhorn_with_unequal_weights_converges_off_the_minimizer():
     assert kkt_ours.abs().max() < 1e-10 < 1e-3 < kkt_pot.abs().max()
     assert value_ours < value_pot - 1e-5
     assert float((scaling - ours.barycenter).abs().sum()) > 1e-3
+    # the same verdict from POT's own Sinkhorn plans, sharing no code with ad_lib: <C, P> + eps sum P log P
+    def pot_objective(p):
+        p = (p / p.sum()).numpy()
+        total = 0.0
+        for k in range(A.shape[1]):
+            plan = ot.sinkhorn(A[:, k].numpy(), p, C.numpy(), eps, method="sinkhorn_log", numItermax=100000,
+                               stopThr=1e-14)
+            total += float(w[k]) * float((plan * C.numpy()).sum() + eps * (plan * np.log(plan)).sum())
+        return total
+    assert pot_objective(ours.barycenter) == pytest.approx(value_ours, abs=1e-9)
+    assert pot_objective(ours.barycenter) < pot_objective(scaling) - 1e-5
 
 
 def test_separable_cost_equals_dense_and_pot_convolutional(device):
@@ -227,6 +250,12 @@ def test_gaussian_closed_form_limits_and_checks():
         gaussian_barycenter([0, 1], [0.1, 0.0], [0.5, 0.5], 0.05)
     with pytest.raises(ValueError, match="same length"):
         gaussian_barycenter([0, 1], [0.1], [0.5, 0.5], 0.05)
+    with pytest.raises(ValueError, match="^means must be finite"):                  # not a NaN mean
+        gaussian_barycenter([float("nan"), 1], [0.1, 0.3], [0.5, 0.5], 0.05)
+    with pytest.raises(ValueError, match="^weights must"):                          # not a ZeroDivisionError
+        gaussian_barycenter([0, 1], [0.1, 0.3], [float("nan"), 0.5], 0.05)
+    with pytest.raises(ValueError, match="^stds must"):
+        gaussian_barycenter([0, 1], [float("nan"), 0.3], [0.5, 0.5], 0.05)
 
 
 # ------------------------------------------------------------------ batched, devices, dtypes
@@ -572,4 +601,6 @@ def test_dictionary_learning_recovers_a_translated_family():
         wasserstein_dictionary_learning(2 * X, 2, C, 2e-3, steps=1, progress=False)
     with pytest.raises(ValueError, match="^steps must be"):
         wasserstein_dictionary_learning(X, 2, C, 2e-3, steps=-1, progress=False)
+    with pytest.raises(TypeError, match="^seed must be an integer"):
+        wasserstein_dictionary_learning(X, 2, C, 2e-3, steps=1, seed="a", progress=False)
 
