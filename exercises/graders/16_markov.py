@@ -30,7 +30,9 @@ of its previous call), which records its calls: the count must be the number of 
 stopping-rule part runs at a tol between two consecutive residuals of the grader's own run (their geometric
 mean: every residual before is at least 1.4 times above it, the one that meets it 1.4 times below), so that
 the first k that meets tol is unambiguous and C^(k) differs from C^(k+1) and C^(k-1) by far more than the
-tolerance of the comparison; a fixed number of iterations, or the iterate before, fails it.
+tolerance of the comparison; a fixed number of iterations, or the iterate before, fails it. That run has
+max_iter = k, so that a loop that raises at its last allowed application before testing the residual fails it
+too (tol is met there), as a second run with max_iter below k must raise RuntimeError after max_iter calls.
 Task 3 runs under grading.operation_meter with a budget of work of BUDGET3_PER (n m)^2 t(delta) + BUDGET3_BASE,
 t(delta) = log(1e-16) / log(1 - delta) the steps that bring (1 - delta)^t to 1e-16, and refuses complex
 numbers: the iteration L <- G + (1 - delta) P^T L needs about (n m)^2 per step (a dense solve much less, as
@@ -368,9 +370,10 @@ def _fixed_point_check(which):
         answers = _no_autodiff(result, "markov_ot_distance")
         if not isinstance(answers, list) or len(answers) != len(cases):
             raise Wrong("the probe's result has the wrong form")
-        for (got, calls, raised, unchanged), (PX, PY, C, delta, eps, tol, max_iter, mu, nu) in zip(answers, cases):
+        for index, ((got, calls, raised, unchanged), (PX, PY, C, delta, eps, tol, max_iter, mu, nu)) in enumerate(
+                zip(answers, cases)):
             words = _words(PX, PY, delta, eps, tol)
-            if which == "stopping" and max_iter < 50:  # the case that must not converge
+            if which == "stopping" and index == 1:  # the case that must not converge (see _fixed_point_inputs)
                 if raised != "RuntimeError":
                     raise Wrong(f"markov_ot_distance should raise RuntimeError when tol is not met within max_iter "
                                 f"iterations ({words}, max_iter = {max_iter})")
@@ -378,6 +381,8 @@ def _fixed_point_check(which):
                     raise Wrong(f"markov_ot_distance called step {calls} times before giving up, not max_iter = "
                                 f"{max_iter} ({words})")
                 continue
+            if which == "stopping":
+                words += f", max_iter = {max_iter}"
             got = _result(got, raised, words)
             iterations = got["iterations"]
             if type(iterations) is not int or iterations != calls:
@@ -432,7 +437,8 @@ def _fixed_point_inputs(which):
             k = rng.randint(3, 7)
             residuals = _residuals(PX, PY, C, delta, eps, k)
             tol = math.sqrt(residuals[k - 2] * residuals[k - 1])
-            cases.append((PX, PY, C, delta, eps, tol, 1000, mu, nu))
+            # max_iter = k: tol is met at the last application allowed, which must return C^(k), not raise
+            cases.append((PX, PY, C, delta, eps, tol, k, mu, nu))
             cases.append((PX, PY, C, delta, eps, 1e-11, rng.randint(2, 5), mu, nu))  # must raise
         elif which == "stationary":
             cases.append((PX, PY, C, delta, eps, 1e-11, 1000, None, None))
@@ -460,7 +466,8 @@ TASK2 = Task(
                   "and the number of iterations reported",
              fixed_point_probe, _fixed_point_check("cost"), _fixed_point_inputs("cost")),
         Part(1, "the stopping rule: C^(k) at the first k whose residual is at most tol (a tol between two "
-                "residuals), the plans of the last step, and RuntimeError when max_iter is too small",
+                "residuals, met at max_iter = k: returned, not raised), the plans of the last step, and "
+                "RuntimeError when max_iter is too small",
              fixed_point_probe, _fixed_point_check("stopping"), _fixed_point_inputs("stopping")),
         Part(1, "the distance OT_eps(mu, nu, C_inf) with the initial distributions given",
              fixed_point_probe, _fixed_point_check("distance"), _fixed_point_inputs("distance")),

@@ -26,7 +26,8 @@ def bellman_step(PX, PY, D, eps, solve):
     alpha, beta = f - eps * a.log(), g - eps * b.log()
     return (plans * D).sum((-2, -1)), plans, alpha - alpha.mean(-1, keepdim=True), beta - beta.mean(-1, keepdim=True)
 ''', 2),  # the plans and the row gradients are right
-    # the distance as C_inf averaged under the product coupling mu nu^T, not its entropic transport
+    # the distance as C_inf averaged under the product coupling mu nu^T, not its entropic transport; and the
+    # loop gives up at its max_iter-th step before testing its residual (an off-by-one: tol met there raises)
     "task2_fixed_point": ("task2_tests", 4, '''
 def markov_ot_distance(PX, PY, C, delta, eps, tol=1e-10, max_iter=1000, mu=None, nu=None, step=None):
     if step is None:
@@ -37,20 +38,20 @@ def markov_ot_distance(PX, PY, C, delta, eps, tol=1e-10, max_iter=1000, mu=None,
         return torch.linalg.solve(torch.eye(q, dtype=P.dtype) - P.T + 1, torch.ones(q, dtype=P.dtype))
     D, count = delta * C, 0
     while True:
-        if count == max_iter:
-            raise RuntimeError(f"not converged after {max_iter} steps, residual {gap:.2e}")
         count += 1
         out = step(PX, PY, D, eps)
         D_next = delta * C + (1 - delta) * out[0]
         gap = float((D_next - D).abs().max())
         D = D_next
+        if count == max_iter:
+            raise RuntimeError(f"not converged after {max_iter} steps, residual {gap:.2e}")
         if gap <= tol:
             break
     mu = invariant(PX) if mu is None else mu
     nu = invariant(PY) if nu is None else nu
     return {"cost": D, "distance": mu @ D @ nu, "iterations": count, "residual": gap,
             "plans": out[1], "alpha": out[2], "beta": out[3]}
-''', 2.5),  # C_inf and the stopping rule are right
+''', 1.5),  # C_inf is right (the stopping rule fails where tol is met at max_iter = k)
     # K L = G solved in place of K^T L = G (the Jacobian applied forward, not transposed)
     "task3_gradients": ("task3_tests", 3.5, '''
 def markov_gradients(plans, alpha, beta, G, delta):
