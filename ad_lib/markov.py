@@ -159,7 +159,11 @@ def _check_distribution(name: str, mu, size: int, owner: str, like: torch.Tensor
 
 def _check_delta(delta) -> float:
     if isinstance(delta, torch.Tensor) and delta.numel() == 1 and delta.is_floating_point():
-        delta = float(delta.detach())
+        if delta.requires_grad:
+            raise TypeError("delta is a tensor that requires grad, but markov_ot_distance does not differentiate in "
+                            "delta (it is a float setting); pass float(delta), and see the exercise on the gradient "
+                            "in delta for K d C_inf / d delta = C - T(C_inf)")
+        delta = float(delta)
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real):
         raise TypeError(f"delta must be a real number in (0, 1) (the discount), got {type(delta).__name__} {delta!r}")
     if not math.isfinite(delta) or not 0 < delta < 1:

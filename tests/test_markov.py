@@ -206,6 +206,29 @@ def test_gradients_match_central_finite_differences():
         assert abs(fd - float((grad * d).sum())) < 1e-8, k
 
 
+def test_gradients_in_explicit_initial_distributions_are_centered_and_match_finite_differences():
+    PX, PY, C = chains(3, 4, seed=22)
+    g = torch.Generator().manual_seed(23)
+    mus = [torch.softmax(torch.randn(k, dtype=F64, generator=g), -1) for k in (3, 4)]
+    options = dict(delta=0.4, eps=0.1, tol=1e-12)
+    grads = {}
+    for grad in GRADS:
+        args = leaves(*mus)
+        markov_ot_distance(PX, PY, C, mu_X=args[0], mu_Y=args[1], grad=grad, **options).distance.backward()
+        grads[grad] = [a.grad for a in args]
+    h = 1e-5
+    for k in range(2):
+        d = centered(torch.randn(mus[k].shape, dtype=F64, generator=g))
+        plus, minus = list(mus), list(mus)
+        plus[k], minus[k] = mus[k] + h * d, mus[k] - h * d
+        with torch.no_grad():
+            fd = float(markov_ot_distance(PX, PY, C, mu_X=plus[0], mu_Y=plus[1], **options).distance
+                       - markov_ot_distance(PX, PY, C, mu_X=minus[0], mu_Y=minus[1], **options).distance) / (2 * h)
+        for grad in GRADS:
+            assert abs(float(grads[grad][k].sum())) < 1e-12, (grad, k)          # centered: on the simplex
+            assert abs(fd - float((grads[grad][k] * d).sum())) < 1e-8, (grad, k)
+
+
 @pytest.mark.parametrize("grad", ["implicit", "unrolled"])   # implicit_dense equals implicit to 1e-10, above
 def test_gradcheck_through_row_softmax_parametrizations(grad):
     g = torch.Generator().manual_seed(9)
@@ -450,7 +473,7 @@ def _bad(change):
     elif change == "mu_Y dtype":
         kwargs["mu_Y"] = torch.full((4,), 0.25)
     else:
-        name, value = change.split("=")
+        name, value = change.split("=", 1)
         target = args if name in args else kwargs
         target[name] = eval(value)
     return PX, PY, C, args, kwargs
@@ -474,6 +497,7 @@ def _bad(change):
     ("delta=1.0", ValueError, r"^delta must lie in the open interval \(0, 1\)"),
     ("delta=-0.5", ValueError, r"^delta must lie in the open interval"),
     ("delta='half'", TypeError, r"^delta must be a real number"),
+    ("delta=torch.tensor(0.4, dtype=F64, requires_grad=True)", TypeError, r"^delta is a tensor that requires grad"),
     ("eps=0.0", ValueError, r"^eps must be a positive"),
     ("eps=-1.0", ValueError, r"^eps must be a positive"),
     ("eps=float('nan')", ValueError, r"^eps must be a positive"),
