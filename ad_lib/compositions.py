@@ -229,7 +229,11 @@ def layer_jacobians(layers: Sequence, x: torch.Tensor) -> list:
         a = torch.func.jacrev(layer)(x)
         if a.dim() != 2:
             raise ValueError(f"layers[{k - 1}] must map a vector to a vector; its Jacobian has shape {tuple(a.shape)}")
-        jacobians.append(a)
+        # row-major, as a matrix is expected to be: jacrev returns the transposed layout (strides (1, n)),
+        # and a product of two such matrices can take a slow path of the BLAS (MKL on an AMD EPYC: 7 ms
+        # instead of 0.45 ms for (512, 512) @ (512, 8)), which timings of the orders would measure instead
+        # of their work
+        jacobians.append(a.contiguous())
         x = out
     return jacobians
 
