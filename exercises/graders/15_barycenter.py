@@ -9,21 +9,27 @@ barycenter and its hand-derived backward pass), NumPy, SciPy and POT: `ot.bregma
 `barycenter`, `barycenter_iterates` and `barycenter_backward` cannot run there, under any name. The set-up is
 TORCH_ONLY and ends with ONE_THREAD, so that the operation meter sees everything the answers compute.
 
-Task 1 (the log-domain iterative Bregman projections, with their stopping rule, batched) is graded, like
-assignment 13's Sinkhorn, on costs s + alpha_i + c_ij (c: squared distances of points in [0, 1]^d scaled to
-[0, 1], zero on the diagonal; s / eps > 800; rows alpha SPREAD = 60 apart; eps <= 0.05), where the Gibbs kernel
-exp(-C / eps) is zero in float64, and so is a whole row of exp(-(C - min C) / eps): an iteration on the
-multipliers u, v divides by zero there (ad_lib's barycenter(domain="scaling") raises its FloatingPointError on
-every such problem: 468 problems, the inputs of 40 students). s + alpha_i changes nothing in the log-domain iterates (f is
-shifted by it, h, g and p are not), so the grader's reference runs on C minus its row minima, where the numbers
-are of order one. Its stopping-rule part and its part on the batch's operations run at a moderate eps on costs in
-[0, 1], where the multipliers are fine, so that a scaling-domain answer loses exactly the other parts. The batch's
-part runs a batch of BATCH = 16 problems and the first of them alone, each for the same max_iter (tol = 0: exactly
+Task 1 (the log-domain iterative Bregman projections, with their stopping rule, batched) is graded, like assignment
+13's Sinkhorn, on costs s + alpha_i + c_ij + beta_j (c: squared distances of points in [0, 1]^d scaled to [0, 1],
+zero on the diagonal; s / eps > 800; rows alpha SPREAD = 60 apart; beta SPREAD on one column j, 0 on the others: a
+bin of the barycenter far from every bin of the histograms, where p_j underflows to 0; eps <= 0.05), where the Gibbs
+kernel exp(-C / eps) is zero in float64, and so is a whole row of exp(-(C - min C) / eps) and a whole column of the
+kernel of C minus its row minima: an iteration on the multipliers u, v divides by zero there, with either repair
+(ad_lib's barycenter(domain="scaling") raises its FloatingPointError on every such problem: 468 problems, the inputs
+of 40 students, before the far column; 40 of 40 after). s + alpha_i changes nothing in the log-domain iterates (f is
+shifted by it, h, g and p are not), so the grader's reference runs on C minus its row minima, where the numbers are
+of order one (beta_j does change the barycenter: a column shift adds <beta, p> to the objective). Its stopping-rule
+part and its part on the batch's operations run at a moderate eps on costs in [0, 1], where the multipliers are
+fine, so that a scaling-domain answer loses exactly the other parts. The batch's part runs a batch of BATCH = 16
+problems, the first of them alone and the first two as a batch of two, each for the same max_iter (tol = 0: exactly
 max_iter iterations), and counts the aten operators each dispatches: broadcast, the batch runs as many as one
-problem; a loop over the problems 16 times; more than LOOP_RATIO = 4 times fails, and so does a call that runs
-fewer than two operators an iteration. The hard problems (their costs near a 1-D grid) are drawn again until the
-reference meets a residual of 1e-10 within FAST = 500 iterations (on the 468 problems of 40 students: 86 to 497
-iterations, 151 in the median), and every probe allows BUDGET = 1500.
+problem; a loop over the problems 16 times; more than LOOP_RATIO = 4 times fails, and so does a call that runs fewer
+than two operators an iteration. The batch of two is there for an answer that pads the one-problem call with
+operations of no use (so that a loop over the batch runs fewer than 4 times its count): a loop over the problems
+runs 8 times a batch of two's, however one problem alone is done. The hard problems (their costs near a 1-D grid)
+are drawn again until the reference meets a residual of 1e-10 within FAST = 500 iterations (on the 468 problems of
+40 students: 86 to 497 iterations, 151 in the median, before the far column; 88 to 240, 131 in the median, on 40
+problems after), and every probe allows BUDGET = 1500.
 
 Task 2 (the reverse-mode recursion through exactly L iterations, by hand): the probe runs the student's
 barycenter_vjp and two calls of its pullback under watching_autodiff (a part whose run used torch's automatic
@@ -47,7 +53,9 @@ Truths, all computed here, none with the student's code:
   log p = sum_k lambda_k h_k / eps, equal to ours since sum_k lambda_k g_k = 0 on the simplex; POT tests the
   standard deviation of the c_k every tenth iteration instead of the residual): checked when the grader was
   written, on the 468 hard problems of 40 students, against POT's sinkhorn_log run for the same number of
-  iterations (stopThr=0) to 1.6e-13 and against ad_lib's barycenter(domain="log", tol=0) to 1.5e-13; POT's
+  iterations (stopThr=0) to 1.6e-13 and against ad_lib's barycenter(domain="log", tol=0) to 1.5e-13 (with the
+  far column, on 40 problems: against POT's sinkhorn_log at convergence to 7.8e-13, against ad_lib's log domain
+  after 77 iterations to 1.2e-13); POT's
   method="sinkhorn" (the multipliers, on the moderate problems only, where they do not underflow) agrees at
   convergence to 2.5e-13 with uniform weights only: its first step takes the unweighted geometric mean, so that
   sum_k lambda_k log v_k is not zero and it converges to another point (off by as much as 1.2e-2 with the grader's
@@ -240,13 +248,17 @@ def _shift(generator, rng, n):
 
 
 def _hard_problem(generator, rng, n, K):
-    """A problem whose Gibbs kernel underflows, even after subtracting the smallest cost: s + alpha_i + c_ij with
-    c in [0, 1] (squared distances near a grid), s / eps > 800 and rows of alpha SPREAD apart (drawn again until
-    the reference converges fast). Returns (A, C, weights, eps)."""
+    """A problem whose Gibbs kernel underflows, even after subtracting the smallest cost or each row's smallest cost:
+    s + alpha_i + c_ij + beta_j with c in [0, 1] (squared distances near a grid), s / eps > 800, rows of alpha SPREAD
+    apart, and beta SPREAD on one column j, 0 on the others (a bin of the barycenter far from every bin of the
+    histograms: its p_j underflows to 0): the kernel of C minus its row minima has a column of zeros, so that K^T u
+    is zero there and v_j = p_j / (K^T u)_j is NaN (drawn again until the reference converges fast). Returns
+    (A, C, weights, eps)."""
     while True:
         eps = round(rng.uniform(0.03, 0.05), 4)
         A, weights = _histograms(generator, n, K), _weights(generator, K)
         C = round(rng.uniform(40, 60), 3) + _shift(generator, rng, n)[:, None] + _grid_cost(generator, n)
+        C[:, rng.randrange(n)] += SPREAD
         if _fast(A, C, weights, eps):
             return A, C, weights, eps
 
@@ -333,22 +345,24 @@ def _batch_inputs(rng):
 
 
 def vectorized_probe(A, C, weights, eps, iterations):
-    """A batch of BATCH problems and its first problem alone, each metered (torch's operations counted), then the
-    others alone; tol = 0: every call runs max_iter = iterations."""
+    """A batch of BATCH problems, its first problem alone and its first two as a batch of two, each metered (torch's
+    operations counted), then the others alone; tol = 0: every call runs max_iter = iterations."""
     meter = operation_meter()
     with meter() as alone:
         first = barycenter_log(A[0], C, weights[0], eps, tol=0.0, max_iter=iterations)
+    with meter() as pair:
+        two = barycenter_log(A[:2], C, weights[:2], eps, tol=0.0, max_iter=iterations)
     with meter() as batched:
         together = barycenter_log(A, C, weights, eps, tol=0.0, max_iter=iterations)
     others = [barycenter_log(A[k], C, weights[k], eps, tol=0.0, max_iter=iterations) for k in range(1, A.shape[0])]
-    return [together, [first] + others, alone.ops, batched.ops]
+    return [together, [first] + others, alone.ops, batched.ops, two, pair.ops]
 
 
 def check_vectorized(result, A, C, weights, eps, iterations):
-    if not isinstance(result, list) or len(result) != 4 or not isinstance(result[1], list) \
+    if not isinstance(result, list) or len(result) != 6 or not isinstance(result[1], list) \
             or len(result[1]) != A.shape[0]:
         raise Wrong("the probe's result has the wrong form")
-    together, singles, alone, batched = result
+    together, singles, alone, batched, two, pair = result
     words = (f"a batch of {A.shape[0]} problems of {A.shape[-1]} histograms of {A.shape[-2]} bins, eps = {eps:g}, "
              f"tol = 0, max_iter = {iterations}")
     p, count = _outputs(together, (A.shape[0], A.shape[1]), words)
@@ -360,15 +374,21 @@ def check_vectorized(result, A, C, weights, eps, iterations):
                                                   f"alone ({words})")
     close(p[0], _ibp(A[0], C, weights[0], eps, 0.0, iterations)[0], rtol=1e-9, atol=1e-15,
           what=f"the barycenter after max_iter iterations ({words})")
-    if type(alone) is not int or type(batched) is not int:
+    p2, _ = _outputs(two, (2, A.shape[1]), f"the first two problems as a batch of two ({words})")
+    close(p2, p[:2], rtol=0, atol=1e-12, what=f"the first two problems as a batch of two, against the batch ({words})")
+    if type(alone) is not int or type(batched) is not int or type(pair) is not int:
         raise Wrong("the probe's result has the wrong form")
-    if min(alone, batched) < 2 * iterations:
+    if min(alone, batched, pair) < 2 * iterations:
         raise Wrong(f"barycenter_log ran fewer than two torch operations an iteration ({words}): compute with torch's "
                     "tensor operations, in this thread")
     if batched > LOOP_RATIO * alone:
         raise Wrong(f"the batch ran {batched / alone:.0f} times the torch operations of one of its problems alone "
                     f"({words}): a Python loop over the problems? Broadcasting does the whole batch in one set of "
                     "tensor operations")
+    if batched > LOOP_RATIO * pair:  # (a loop runs BATCH / 2 times a batch of two's, however one problem is done)
+        raise Wrong(f"the batch ran {batched / pair:.0f} times the torch operations of a batch of its first two "
+                    f"problems ({words}): a Python loop over the problems? Broadcasting does the whole batch in one "
+                    "set of tensor operations")
 
 
 def _vectorized_inputs(rng):

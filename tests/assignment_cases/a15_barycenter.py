@@ -7,23 +7,25 @@ right answers that use what their task forbids (the book's ad_lib.barycenter und
 torch.autograd through the iterations), handed in together; each scores 0 on its task. The entries of
 GAMING = {name: (solution grade_id, test grade_id, code, score)}: answers that try to score without the
 work (a fixed number of iterations instead of the stopping rule, a Python loop over the problems of a
-batch, central differences of the L iterations batched over every entry, torch.func.vjp, a descent
-through autograd of its own instead of the given barycenter_vjp), with what they earn. They fill two
+batch, one with its one-problem call padded to hide it, central differences of the L iterations batched over
+every entry, torch.func.vjp, a descent through autograd of its own instead of the given barycenter_vjp), with
+what they earn. They fill two
 submissions (each holds a solution cell once), as assignment 14's do.
 """
 
 WRONG = {
-    # the iteration on the multipliers u, v with the kernel of C - min C (the usual first repair of
-    # exp(-C / eps) underflowing): the same iterates where that kernel is representable, NaN where a whole row
-    # of it underflows (rows of the cost 60 apart, eps <= 0.05)
+    # the iteration on the multipliers u, v with the kernel of C minus each row's minimum (the usual repair of
+    # exp(-C / eps) underflowing, stronger than subtracting min C, whose kernel has rows of zeros on the
+    # grader's costs): the same iterates where that kernel is representable, NaN where a whole column of it
+    # underflows (one column of the hard costs 60 above the others, eps <= 0.05)
     "task1_barycenter": ("task1_tests", 4.5, '''
 def barycenter_log(A, C, weights, eps, tol=1e-9, max_iter=1000):
-    K = torch.exp(-(C - C.min()) / eps)
+    Kern = (-(C - C.min(dim=1, keepdim=True).values) / eps).exp()
     shape = torch.broadcast_shapes(A.shape[:-2], weights.shape[:-1]) + A.shape[-2:]
     V = torch.ones(shape, dtype=A.dtype)
     for it in range(1, max_iter + 1):
-        U = A / (K @ V)
-        KtU = K.transpose(0, 1) @ U
+        U = A / (Kern @ V)
+        KtU = Kern.transpose(0, 1) @ U
         c = V * KtU
         p = torch.exp((torch.log(c) * weights.unsqueeze(-2)).sum(-1))
         err = (weights * (c - p.unsqueeze(-1)).abs().sum(-2)).sum(-1)
@@ -124,19 +126,29 @@ def barycentric_coding(x, D, C, eps, L, steps, lr):
 }
 
 GAMING = {
-    # max_iter iterations every time, whatever tol: converged further than asked, but no stopping rule
-    "a fixed number of iterations": ("task1_barycenter", "task1_tests", '''
+    # max_iter iterations every time, whatever tol (no stopping rule), and a loop over the problems of a batch whose
+    # one-problem call is padded with additions of no use, so that the batch runs fewer than 4 times the operations
+    # of one problem alone (it passed the batch's part before the grader compared the batch with a batch of two)
+    "a fixed number of iterations, and a padded loop": ("task1_barycenter", "task1_tests", '''
 def barycenter_log(A, C, weights, eps, tol=1e-9, max_iter=1000):
-    rows = A.movedim(-1, -2)
-    lw = weights[..., :, None]
-    G = torch.zeros(torch.broadcast_shapes(rows.shape[:-2], weights.shape[:-1]) + rows.shape[-2:], dtype=A.dtype)
-    for sweep in range(max_iter):
-        F = eps * rows.log() - eps * torch.logsumexp((G[..., None, :] - C) / eps, -1)
-        Hh = eps * torch.logsumexp((F[..., :, None] - C) / eps, -2)
-        logbar = (lw * (G + Hh)).sum(-2) / eps
-        G = eps * logbar[..., None, :] - Hh
-    return logbar.exp(), max_iter
-''', 4),  # everything but the stopping rule
+    def sweeps(Ab, wb):
+        G = torch.zeros(Ab.shape[1], Ab.shape[0], dtype=Ab.dtype)
+        for sweep in range(max_iter):
+            F = eps * Ab.T.log() - eps * torch.logsumexp((G[:, None, :] - C) / eps, 2)
+            Hh = eps * torch.logsumexp((F[:, :, None] - C) / eps, 1)
+            logbar = (wb[:, None] * (G + Hh)).sum(0) / eps
+            G = eps * logbar - Hh
+        return logbar.exp()
+    if A.dim() == 3 or weights.dim() == 2:
+        size = torch.broadcast_shapes(A.shape[:-2], weights.shape[:-1])
+        As = A.expand(*size, *A.shape[-2:]).reshape(-1, *A.shape[-2:])
+        ws = weights.expand(*size, weights.shape[-1]).reshape(-1, weights.shape[-1])
+        return torch.stack([sweeps(As[b], ws[b]) for b in range(As.shape[0])]).reshape(*size, -1), max_iter
+    filler = torch.zeros(())
+    for _ in range(100 * max_iter):
+        filler = filler + 0.0
+    return sweeps(A, weights), max_iter
+''', 3.5),  # everything but the stopping rule and the batch's part
     # right, one problem at a time: a Python loop over the problems of a batch
     "a loop over the batch": ("task1_barycenter", "task1_tests", '''
 def barycenter_log(A, C, weights, eps, tol=1e-9, max_iter=1000):
