@@ -274,6 +274,21 @@ def test_batched_equals_the_loop_and_shared_histograms_broadcast(device):
                                    rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_a_zero_weight_is_allowed_and_its_histogram_has_no_influence(domain):
+    """The simplex includes its faces: a histogram of weight 0 changes neither the barycenter (its factor in the
+    geometric mean is 1) nor, therefore, anything downstream, so its gradient is zero while the others' are not."""
+    A, C, w = problem(n=7, K=3, seed=23)
+    w0 = torch.cat([w[:2] / w[:2].sum(), torch.zeros(1, dtype=F64)])
+    two = barycenter(A[:, :2], C, w0[:2], 0.1, domain=domain, tol=1e-12).barycenter
+    for other in (A[:, 2], torch.softmax(5 * torch.randn(7, dtype=F64, generator=gen(24)), 0)):
+        three = torch.stack([A[:, 0], A[:, 1], other], -1).requires_grad_()
+        p = barycenter(three, C, w0, 0.1, domain=domain, tol=1e-12).barycenter
+        torch.testing.assert_close(p, two, rtol=0, atol=1e-12)
+        (grad,) = torch.autograd.grad((p * torch.arange(7, dtype=F64)).sum(), three)
+        assert grad[:, 2].abs().max() < 1e-13 and grad[:, :2].abs().max() > 1e-3
+
+
 def test_float32_on_the_inputs_device(device):
     A, C, w = problem(n=8, K=3, seed=10, device=device, dtype=torch.float32)
     for domain in DOMAINS:
