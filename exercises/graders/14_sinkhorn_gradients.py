@@ -7,8 +7,8 @@ Never released: nbgrader releases only what is in source/14_sinkhorn_gradients/.
 Every task is written with torch and graded in one Python without ad_lib (ad_lib.sinkhorn_gradients has
 these functions), NumPy, SciPy, POT and GeomLoss: `ot.solve(..., grad="envelope")`, GeomLoss's SamplesLoss
 and the book's sinkhorn_loss, sinkhorn_backward and sinkhorn_divergence cannot run there, under any name.
-The set-up defines the notebook's `converged_potentials` (this module's, whose source the builder
-/work/notes/build_a14.py copies into the notebook's set-up cell) and ends with ONE_THREAD, so that the
+The set-up defines the notebook's `converged_potentials` (this module's; the notebook's set-up cell
+holds the same source) and ends with ONE_THREAD, so that the
 operation meter sees everything the answers compute.
 
 Every gradient is written by hand: each probe runs the student's functions under watching_autodiff, and a

@@ -8,8 +8,8 @@ releases only what is in source/16_markov/.
 Every task is written with torch and graded in one Python without ad_lib (ad_lib.markov computes the
 distance and its gradient), NumPy, SciPy, POT and ot_markov_distances (the package of Brugere, Wan and
 Wang: discounted_wl_infty and its backward), under any name. The set-up defines the notebook's
-`converged_potentials` (this module's, whose source the builder /work/notes/build_a16.py copies into the
-notebook's set-up cell) and ends with ONE_THREAD, so that the operation meter sees everything the answers
+`converged_potentials` (this module's; the notebook's set-up cell holds the same
+source) and ends with ONE_THREAD, so that the operation meter sees everything the answers
 compute. Every probe runs the student's functions under watching_autodiff: a part whose run used torch's
 automatic differentiation fails.
 
@@ -41,7 +41,7 @@ inverse built by products of (n m) x (n m) matrices, or one solve per entry, doe
 problems has a small delta (0.08 to 0.15), where a fixed number of steps under 200 is off by more than the
 tolerance.
 
-Truths, all computed here (the numbers below from /work/notes/verify_a16.py, run when the grader was written):
+Truths, all computed here (the numbers below measured when the grader was written):
 - task 1 by this module's converged_potentials (columns to 1e-13), the values by the primal formula
   <D, P> + eps sum P log(P / a b) - P + a b with the logs of the plan's entries taken (the model answer
   writes log P as (f + g - D) / eps). Checked against ot_markov_distances' sinkhorn (its <f, a> + <g, b>,
