@@ -620,10 +620,14 @@ TRUNCATED = "[more output than the grader keeps: the rest was dropped]\n"
 # It cannot make a wrong answer right: the grader, not this code, compares the values.
 KERNEL_SIDE = r'''
 def __ad_encode(value, depth=0):
+    # classes are compared by identity: a class of the student's that calls itself torch's Tensor (a
+    # __module__ and a __name__ are free to write), or whose metaclass makes it equal to int, is not a
+    # plain value, and none of its methods runs here, after the probe's meters have stopped
+    import sys
     if depth > 50:
         return {"__unplain__": "nested structure too deep"}
     kind = type(value)
-    if value is None or kind in (bool, int, str):
+    if value is None or kind is bool or kind is int or kind is str:
         return value
     if kind is float:
         return value if value == value and value not in (float("inf"), float("-inf")) else {"__float__": repr(value)}
@@ -635,18 +639,17 @@ def __ad_encode(value, depth=0):
         if not all(type(k) is str for k in value):
             return {"__unplain__": "dict with keys that are not strings"}
         return {"__dict__": [[k, __ad_encode(v, depth + 1)] for k, v in value.items()]}
-    module = getattr(kind, "__module__", "")
-    if module.startswith("torch") and kind.__name__ in ("dtype", "device"):
+    torch, numpy = sys.modules.get("torch"), sys.modules.get("numpy")
+    if torch is not None and (kind is torch.dtype or kind is torch.device):
         return {"__" + kind.__name__ + "__": str(value)}
-    if module == "torch" and kind.__name__ == "Tensor":
-        import torch
+    if torch is not None and kind is torch.Tensor:
         if value.is_complex() or value.layout != torch.strided:
             return {"__unplain__": "complex or sparse tensor"}
         data = value.detach().to("cpu")
         return {"__tensor__": {"dtype": str(value.dtype), "shape": list(value.shape), "device": value.device.type,
                                "requires_grad": bool(value.requires_grad),
                                "data": [__ad_encode(float(v)) for v in data.reshape(-1).double().tolist()]}}
-    if module == "numpy" and kind.__name__ == "ndarray":
+    if numpy is not None and kind is numpy.ndarray:
         if value.dtype.kind not in "biuf":
             return {"__unplain__": "array of dtype " + str(value.dtype)}
         return {"__ndarray__": {"dtype": str(value.dtype), "shape": list(value.shape),
@@ -752,8 +755,16 @@ def probe_code(part: Part, inputs: dict, nonce: str) -> str:
     encoded = json.dumps(json.dumps(encode_input(inputs)))  # a Python literal of the JSON text
     program = (KERNEL_SIDE + "\n" + source + "\n"
                + f"__ad_emit({nonce!r}, {part.probe.__name__}(**__ad_decode(__import__('json').loads({encoded}))))\n")
-    return ("__ad_namespace = dict(globals())\n__ad_namespace['__student__'] = globals()\n"
-            f"exec(compile({program!r}, '<grader>', 'exec'), __ad_namespace)\n")
+    # The program runs in a copy of the notebook's namespace without the names of builtins (a notebook's
+    # `type = ...` or `len = ...` would otherwise stand in for them in the encoder and the meters) and with
+    # the genuine builtins, which this cell reaches through a function's __builtins__ (the notebook's own
+    # `__builtins__` is out of an answer's reach), not through names an answer could rebind.
+    return ("__ad_builtins = (lambda: 0).__builtins__\n"
+            "__ad_namespace = {k: v for k, v in __ad_builtins['globals']().items()\n"
+            "                  if k.startswith('__') or k not in __ad_builtins}\n"
+            "__ad_namespace['__builtins__'] = __ad_builtins\n"
+            "__ad_namespace['__student__'] = __ad_builtins['globals']()\n"
+            f"__ad_builtins['exec'](__ad_builtins['compile']({program!r}, '<grader>', 'exec'), __ad_namespace)\n")
 
 
 def _function_source(function) -> str:
@@ -838,7 +849,9 @@ TAMPERING = re.compile(
     r"|get_ipython|run_cell|run_line_magic|run_cell_magic|InteractiveConsole|InteractiveInterpreter|doctest"
     r"|CodeType|FunctionType|pickle|_pickle|cPickle|dill|cloudpickle|marshal|shelve|copyreg|joblib"
     r"|weights_only|allow_pickle|safe_globals|add_safe_globals|sympify|parse_expr)\b"
-    r"|\bsys\s*\.\s*(modules|addaudithook|monitoring)\b|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b"
+    r"|\bsys\s*\.\s*(modules|addaudithook|monitoring)\b|\bimport\s+sys\s+as\b"
+    r"|\bfrom\s+sys\s+import\s+(?:\([\w\s,]*?|[\w \t,]*?)\b(modules|addaudithook|monitoring)\b"  # sys.modules by another name
+    r"|\bos\s*\.\s*(fork|system|exec\w*|spawn\w*|popen)\b"
     r"|\bgc\s*\.\s*callbacks\b|\bpdb\s*\.\s*run|\bc?[Pp]rofile\s*\.\s*run\b|\bTimer\s*\("
     r"|\b(?:import|from)\s+__main__\b|\b__main__\s*\."  # the notebook's module (not if __name__ == "__main__")
     r"|(?<!%)\btimeit\b"  # the module, which runs strings (not the %timeit magic, whose code is in the cell)

@@ -484,7 +484,12 @@ DYNAMIC = {
     "x.__class__ = Other": "__class__ =",
     "import torch.utils._pytree as tree": "torch.utils._pytree",
     "from torch import _VF": "from torch import _VF",
+    # sys.modules under another name (the probes' encoder and helpers find torch there)
+    "from sys import modules\nmodules['torch'] = fake": "from sys import modules",
+    "from sys import (argv,\n                 modules)": "from sys import (argv,\n                 modules",
+    "import sys as s\ns.modules['torch'] = fake": "import sys as",
 }
+NOT_DYNAMIC_SYS = ["from sys import argv\nmodules = 3", "import sys\nprint(sys.argv)"]
 
 # ... and honest code that writes the same words: methods (model.eval(), re.compile, torch.compile),
 # getattr with a plain name, torch's attributes read or compared, attributes of other objects assigned
@@ -518,7 +523,7 @@ def test_an_answer_that_names_the_instruments_at_run_time_loses_its_own_task(sou
         "task2_tests": DYNAMIC[source]}
 
 
-@pytest.mark.parametrize("source", NOT_DYNAMIC)
+@pytest.mark.parametrize("source", NOT_DYNAMIC + NOT_DYNAMIC_SYS)
 def test_honest_code_with_the_same_words_costs_nothing(source):
     import sys
 
@@ -528,3 +533,96 @@ def test_honest_code_with_the_same_words_costs_nothing(source):
     made = nbformat.v4.new_code_cell(source)
     made.metadata["nbgrader"] = {"grade_id": "task1_a", "solution": True, "locked": False}
     assert grading.tampering(nbformat.v4.new_notebook(cells=[made]), ["task1_tests", "task2_tests"]) == {}
+
+
+def _run_probe(notebook: str, probe, helpers=()):
+    """Run a probe's cell as the kernel would, in a namespace where the notebook's code ran first; return the
+    decoded result and the namespace."""
+    import builtins
+    import contextlib
+    import io
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "exercises"))
+    import grading
+
+    namespace = {"__builtins__": builtins, "__name__": "__main__"}
+    exec(compile(notebook, "<notebook>", "exec"), namespace)
+    part = grading.Part(1, "a probe", probe, lambda result: None, helpers=helpers)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(grading.probe_code(part, {}, "n0nce"), "<probe>", "exec"), namespace)
+    line = [row for row in printed.getvalue().splitlines() if row.startswith(grading.MARKER + "n0nce:")]
+    assert len(line) == 1, printed.getvalue()
+    return grading.decode_result(json.loads(line[0].split(":", 1)[1])), namespace
+
+
+# A notebook that shadows the builtins the probes' code uses, and an answer that returns a lazy object dressed as
+# torch's Tensor (its __module__ and __name__ say so; its metaclass makes it equal to every class) whose methods
+# would do the work -- torch's automatic differentiation, say -- while the grader encodes the result, after its
+# meters have stopped. Neither needs a name that the tampering scan refuses.
+LAZY = """
+import torch
+ran = []
+class Equal(type):
+    def __eq__(cls, other):
+        return True
+    __hash__ = type.__hash__
+class Tensor(metaclass=Equal):
+    __module__ = "torch"
+    def __getattr__(self, name):
+        ran.append(name)
+        return lambda *args, **kwargs: self
+    def __iter__(self):
+        ran.append("__iter__")
+        return iter([1.0, 2.0])
+    def __float__(self):
+        ran.append("__float__")
+        return 1.0
+_type, _len = type, len
+type = lambda value: list if _type(value) is Tensor else _type(value)
+len = lambda value: 0
+isinstance = lambda value, kind: True
+def answer(x):
+    return Tensor()
+"""
+
+
+def test_a_probe_sees_the_genuine_builtins_and_a_dressed_up_object_stays_unplain():
+    """probe_code runs the grader's code with the genuine builtins (not the notebook's `type = ...`, `len =
+    ...`), and its encoder compares classes by identity: an object of the student's that calls itself a
+    Tensor, or whose metaclass makes it equal to int, comes back as an Unplain value without any of its
+    methods having run, so that no work can hide in the encoding, after the meters."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "exercises"))
+    import grading
+
+    def probe():
+        return [answer(1.0), len([1, 2, 3]), type(1.5) is float, isinstance(3, str)]
+
+    def watched():
+        return watching_autodiff(lambda: answer(1.0))
+
+    # the encoder the grader had before called the plain Tensor's is_complex(), after the meters
+    for notebook in (LAZY, LAZY.replace("(metaclass=Equal)", "")):
+        result, namespace = _run_probe(notebook, probe)
+        assert isinstance(result[0], grading.Unplain) and result[1:] == [3, True, False]
+        assert namespace["ran"] == []                 # nothing of the dressed-up object ran in the encoder
+        assert namespace["len"]([1]) == 0             # the notebook's own names are left as they were
+        result, namespace = _run_probe(notebook, watched, helpers=(grading.watching_autodiff,))
+        assert isinstance(result[0], grading.Unplain) and result[1:] == [False, False] and namespace["ran"] == []
+
+
+def test_a_genuine_result_still_crosses_the_boundary_from_a_notebook_that_shadows_builtins():
+    """The same notebook's honest results (a tensor, a float, nested containers) are encoded as before."""
+    import torch
+
+    def probe():
+        x = torch.arange(3, dtype=torch.float64)
+        return {"t": x * 2, "pair": (1, 2.5), "dtype": x.dtype, "nested": [[True, None, "s"]]}
+
+    result, _ = _run_probe(LAZY, probe)
+    torch.testing.assert_close(result["t"], torch.tensor([0.0, 2.0, 4.0], dtype=torch.float64))
+    assert result["pair"] == (1, 2.5) and result["dtype"] == "torch.float64" and result["nested"] == [[True, None, "s"]]
