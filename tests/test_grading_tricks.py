@@ -404,14 +404,23 @@ def test_no_feedback_shows_the_grader_or_the_solutions(graded):
         assert str(ROOT) not in text and str(course) not in text, student
 
 
+def _grading():
+    """exercises/grading.py, imported as the graders import it (its folder put on the path once)."""
+    import sys
+
+    folder = str(ROOT / "exercises")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import grading
+
+    return grading
+
+
 def test_an_answer_that_reaches_for_the_instruments_loses_its_own_task():
     """The scan of grading.tampering: a name through which code can blind the grader's instruments costs
     the task of the cell that writes it (every task, for a cell added outside any task); comments and
     honest code (torch.stack, nn.Module.modules) cost nothing."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "exercises"))
-    import grading
+    grading = _grading()
 
     def cell(source, grade_id=None, locked=False):
         made = nbformat.v4.new_code_cell(source)
@@ -489,7 +498,6 @@ DYNAMIC = {
     "from sys import (argv,\n                 modules)": "from sys import (argv,\n                 modules",
     "import sys as s\ns.modules['torch'] = fake": "import sys as",
 }
-NOT_DYNAMIC_SYS = ["from sys import argv\nmodules = 3", "import sys\nprint(sys.argv)"]
 
 # ... and honest code that writes the same words: methods (model.eval(), re.compile, torch.compile),
 # getattr with a plain name, torch's attributes read or compared, attributes of other objects assigned
@@ -504,6 +512,7 @@ NOT_DYNAMIC = [
     "kwargs = dict(dtype=torch.float64)", "z = torch.Tensor.__add__(a, b)", 'named = x.__class__.__name__ == "Tensor"',
     "tol = {torch.float32: 1e-5, torch.float64: 1e-12}[x.dtype]", "y = f(x,\n      torch.float64, eps=1)",
     "# getattr(torch, '_' + 'C') and torch.exp = f, in a comment\ny = torch.exp(x)",
+    "from sys import argv\nmodules = 3", "import sys\nprint(sys.argv)",
 ]
 
 
@@ -512,10 +521,7 @@ def test_an_answer_that_names_the_instruments_at_run_time_loses_its_own_task(sou
     """grading.TAMPERING catches the dynamic ways to an attribute, a module or code (getattr with a name
     that is not a plain literal, vars, __import__, importlib, eval, exec, compile, ...), the probe's
     namespace, and assignments to torch's attributes: the cell's task scores nothing."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "exercises"))
-    import grading
+    grading = _grading()
 
     made = nbformat.v4.new_code_cell(source)
     made.metadata["nbgrader"] = {"grade_id": "task2_b", "solution": True, "locked": False}
@@ -523,12 +529,9 @@ def test_an_answer_that_names_the_instruments_at_run_time_loses_its_own_task(sou
         "task2_tests": DYNAMIC[source]}
 
 
-@pytest.mark.parametrize("source", NOT_DYNAMIC + NOT_DYNAMIC_SYS)
+@pytest.mark.parametrize("source", NOT_DYNAMIC)
 def test_honest_code_with_the_same_words_costs_nothing(source):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "exercises"))
-    import grading
+    grading = _grading()
 
     made = nbformat.v4.new_code_cell(source)
     made.metadata["nbgrader"] = {"grade_id": "task1_a", "solution": True, "locked": False}
@@ -542,10 +545,8 @@ def _run_probe(notebook: str, probe, helpers=()):
     import contextlib
     import io
     import json
-    import sys
 
-    sys.path.insert(0, str(ROOT / "exercises"))
-    import grading
+    grading = _grading()
 
     namespace = {"__builtins__": builtins, "__name__": "__main__"}
     exec(compile(notebook, "<notebook>", "exec"), namespace)
@@ -561,7 +562,8 @@ def _run_probe(notebook: str, probe, helpers=()):
 # A notebook that shadows the builtins the probes' code uses, and an answer that returns a lazy object dressed as
 # torch's Tensor (its __module__ and __name__ say so; its metaclass makes it equal to every class) whose methods
 # would do the work -- torch's automatic differentiation, say -- while the grader encodes the result, after its
-# meters have stopped. Neither needs a name that the tampering scan refuses.
+# meters have stopped. The scan refuses the word metaclass, but not the rest: the dressed-up class without its
+# metaclass and the shadowed builtins pass it (asserted below), so the probe's code must hold on its own.
 LAZY = """
 import torch
 ran = []
@@ -571,9 +573,19 @@ class Equal(type):
     __hash__ = type.__hash__
 class Tensor(metaclass=Equal):
     __module__ = "torch"
-    def __getattr__(self, name):
-        ran.append(name)
-        return lambda *args, **kwargs: self
+    def is_complex(self):
+        ran.append("is_complex")
+        return False
+    @property
+    def layout(self):
+        ran.append("layout")
+        return torch.strided
+    def detach(self):  # where the work would be done: the encoder calls it after the meters
+        ran.append("detach")
+        return self
+    def tolist(self):
+        ran.append("tolist")
+        return [1.0, 2.0]
     def __iter__(self):
         ran.append("__iter__")
         return iter([1.0, 2.0])
@@ -594,10 +606,7 @@ def test_a_probe_sees_the_genuine_builtins_and_a_dressed_up_object_stays_unplain
     ...`), and its encoder compares classes by identity: an object of the student's that calls itself a
     Tensor, or whose metaclass makes it equal to int, comes back as an Unplain value without any of its
     methods having run, so that no work can hide in the encoding, after the meters."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "exercises"))
-    import grading
+    grading = _grading()
 
     def probe():
         return [answer(1.0), len([1, 2, 3]), type(1.5) is float, isinstance(3, str)]
@@ -605,8 +614,12 @@ def test_a_probe_sees_the_genuine_builtins_and_a_dressed_up_object_stays_unplain
     def watched():
         return watching_autodiff(lambda: answer(1.0))
 
-    # the encoder the grader had before called the plain Tensor's is_complex(), after the meters
-    for notebook in (LAZY, LAZY.replace("(metaclass=Equal)", "")):
+    plain = LAZY.replace("(metaclass=Equal)", "")
+    scanned = {source: grading.tampering(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]),
+                                         ["task1_tests"]) for source in (LAZY, plain)}
+    assert scanned == {LAZY: {"task1_tests": "metaclass"}, plain: {}}
+    # the encoder the grader had before called the plain Tensor's is_complex(), layout and detach(), after the meters
+    for notebook in (LAZY, plain):
         result, namespace = _run_probe(notebook, probe)
         assert isinstance(result[0], grading.Unplain) and result[1:] == [3, True, False]
         assert namespace["ran"] == []                 # nothing of the dressed-up object ran in the encoder
